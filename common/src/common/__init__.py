@@ -1,0 +1,1 @@
+"""Shared foundation of trading-bot: every service is built from these parts."""

@@ -1,0 +1,49 @@
+"""The database layer shared by every service: engines, the request-owned session, the one
+declarative ``Base``, the inbox for exactly-once consumers, and the packaged migrations."""
+
+from common.db.engine import create_engine, create_sessionmaker, normalise_url, ping, redact_url
+from common.db.inbox import InboxHandler, idempotent, prune_inbox
+from common.db.migrate import downgrade, head_revision, migrate
+from common.db.models import (
+    NAMING_CONVENTION,
+    BarRecord,
+    Base,
+    FeatureRecord,
+    KisToken,
+    ProcessedMessage,
+    TickRecord,
+    UtcDateTime,
+    kis_token_key,
+)
+from common.db.session import SessionDep, get_session
+from common.db.storage import StorageKind, storage_kind, timescale_available
+from common.db.upsert import insert_ignoring_duplicates
+
+__all__ = [
+    "NAMING_CONVENTION",
+    "BarRecord",
+    "Base",
+    "FeatureRecord",
+    "InboxHandler",
+    "KisToken",
+    "ProcessedMessage",
+    "SessionDep",
+    "StorageKind",
+    "TickRecord",
+    "UtcDateTime",
+    "create_engine",
+    "create_sessionmaker",
+    "downgrade",
+    "get_session",
+    "head_revision",
+    "idempotent",
+    "insert_ignoring_duplicates",
+    "kis_token_key",
+    "migrate",
+    "normalise_url",
+    "ping",
+    "prune_inbox",
+    "redact_url",
+    "storage_kind",
+    "timescale_available",
+]

@@ -1,0 +1,1 @@
+"""trading-bot data-collector: KIS REST backfill and WebSocket streams, published to the bus."""

@@ -1,0 +1,1 @@
+"""trading-bot data-processor: validation, cleaning, aggregation, indicators and regimes."""

@@ -1,0 +1,1 @@
+"""trading-bot inferencer: Serves the promoted model and turns features into decisions."""

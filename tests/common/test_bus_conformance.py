@@ -1,0 +1,270 @@
+"""One conformance suite for every MessageBus adapter: in-memory and real RabbitMQ."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+
+import aio_pika
+import pytest
+
+from common.bus.memory import InMemoryBus
+from common.bus.rabbitmq import RabbitMQBus
+from common.contracts import Envelope, MarketTickBatchV1, Tick
+
+BusFactory = Callable[..., Awaitable[InMemoryBus | RabbitMQBus]]
+
+
+def tick_envelope(symbol: str = "005930", seq: int = 0) -> Envelope:
+    tick = Tick(symbol=symbol, ts=datetime(2024, 1, 2, 0, 0, tzinfo=UTC), seq=seq, price=71900, volume=3)
+    return Envelope(producer="test", correlation_id="corr-1", payload=MarketTickBatchV1(ticks=[tick]))
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not reached in time")
+        await asyncio.sleep(0.02)
+
+
+@pytest.fixture(params=["memory", pytest.param("rabbitmq", marks=pytest.mark.integration)])
+async def make_bus(request: pytest.FixtureRequest) -> AsyncIterator[BusFactory]:
+    """Builds started buses of one adapter; all share one exchange and are closed afterwards."""
+    created: list[InMemoryBus | RabbitMQBus] = []
+    exchange = f"test-{uuid.uuid4().hex[:10]}"
+    queues: set[str] = set()
+    shared_memory: list[InMemoryBus] = []
+    url = request.getfixturevalue("amqp_url") if request.param == "rabbitmq" else ""
+
+    async def factory(**options: object) -> InMemoryBus | RabbitMQBus:
+        options.setdefault("max_attempts", 3)
+        options.setdefault("retry_delay", 0.05)
+        bus: InMemoryBus | RabbitMQBus
+        if request.param == "memory":
+            # One process, one bus: "another instance" is the same in-memory broker.
+            if shared_memory:
+                return shared_memory[0]
+            bus = InMemoryBus(**options)  # type: ignore[arg-type]
+            shared_memory.append(bus)
+        else:
+            bus = RabbitMQBus(url, exchange=exchange, **options)  # type: ignore[arg-type]
+        await bus.start()
+        created.append(bus)
+        return bus
+
+    factory.queue = lambda name: queues.add(name) or f"{exchange}.{name}"  # type: ignore[attr-defined]
+    yield factory
+    for bus in created:
+        await bus.close()
+    if request.param == "rabbitmq":
+        connection = await aio_pika.connect(url)
+        channel = await connection.channel()
+        for name in queues:
+            for suffix in ("", ".dead", ".retry"):
+                await channel.queue_delete(f"{exchange}.{name}{suffix}")
+        await channel.exchange_delete(exchange)
+        await connection.close()
+
+
+def qname(factory: BusFactory, name: str) -> str:
+    return factory.queue(name)  # type: ignore[attr-defined,no-any-return]
+
+
+async def test_published_message_reaches_subscriber_intact(make_bus: BusFactory) -> None:
+    bus = await make_bus()
+    received: list[Envelope] = []
+
+    async def handler(envelope: Envelope) -> None:
+        received.append(envelope)
+
+    await bus.subscribe(qname(make_bus, "intact"), ["tick.*"], handler)
+    sent = tick_envelope()
+    await bus.publish("tick.005930", sent)
+    await eventually(lambda: len(received) == 1)
+    assert received[0] == sent
+
+
+async def test_topic_patterns_route_like_rabbitmq(make_bus: BusFactory) -> None:
+    bus = await make_bus()
+    seen: dict[str, list[str]] = {"one": [], "many": []}
+
+    def collector(name: str) -> Callable[[Envelope], Awaitable[None]]:
+        async def handler(envelope: Envelope) -> None:
+            seen[name].append(envelope.payload.ticks[0].symbol)  # type: ignore[union-attr]
+
+        return handler
+
+    await bus.subscribe(qname(make_bus, "one"), ["bar.*.005930"], collector("one"))
+    await bus.subscribe(qname(make_bus, "many"), ["bar.#"], collector("many"))
+    await bus.publish("bar.1m.005930", tick_envelope("005930"))
+    await bus.publish("bar.1d.000660", tick_envelope("000660"))
+    await bus.publish("tick.005930", tick_envelope("035420"))
+    await eventually(lambda: len(seen["many"]) == 2 and len(seen["one"]) == 1)
+    await asyncio.sleep(0.2)
+    assert sorted(seen["many"]) == ["000660", "005930"]
+    assert seen["one"] == ["005930"]
+
+
+async def test_batch_publish_delivers_every_message(make_bus: BusFactory) -> None:
+    bus = await make_bus()
+    received: set[uuid.UUID] = set()
+
+    async def handler(envelope: Envelope) -> None:
+        received.add(envelope.message_id)
+
+    await bus.subscribe(qname(make_bus, "batch"), ["tick.#"], handler)
+    batch = [("tick.005930", tick_envelope(seq=i)) for i in range(500)]
+    await bus.publish_batch(batch)
+    await eventually(lambda: len(received) == 500)
+    assert received == {envelope.message_id for _, envelope in batch}
+
+
+async def test_declared_queue_keeps_messages_until_a_consumer_comes(make_bus: BusFactory) -> None:
+    bus = await make_bus()
+    queue = qname(make_bus, "waiting")
+    await bus.declare(queue, ["tick.#"])
+    sent = [tick_envelope(seq=i) for i in range(5)]
+    await bus.publish_batch([("tick.005930", e) for e in sent])
+    received: list[Envelope] = []
+
+    async def handler(envelope: Envelope) -> None:
+        received.append(envelope)
+
+    await bus.subscribe(queue, ["tick.#"], handler)
+    await eventually(lambda: len(received) == 5)
+    assert {e.message_id for e in received} == {e.message_id for e in sent}
+
+
+async def test_consumers_of_one_queue_share_it_and_other_queues_get_copies(make_bus: BusFactory) -> None:
+    first, second = await make_bus(), await make_bus()
+    shared: list[uuid.UUID] = []
+    copy: list[uuid.UUID] = []
+
+    async def on_shared(envelope: Envelope) -> None:
+        shared.append(envelope.message_id)
+
+    async def on_copy(envelope: Envelope) -> None:
+        copy.append(envelope.message_id)
+
+    queue = qname(make_bus, "shared")
+    await first.subscribe(queue, ["tick.#"], on_shared)
+    await second.subscribe(queue, ["tick.#"], on_shared)
+    await first.subscribe(qname(make_bus, "copy"), ["tick.#"], on_copy)
+    await first.publish_batch([("tick.005930", tick_envelope(seq=i)) for i in range(50)])
+    await eventually(lambda: len(shared) == 50 and len(copy) == 50)
+    await asyncio.sleep(0.2)
+    assert len(set(shared)) == 50 and len(shared) == 50
+    assert set(copy) == set(shared)
+
+
+async def test_failing_handler_is_retried_then_dead_lettered_with_reason(make_bus: BusFactory) -> None:
+    bus = await make_bus(max_attempts=3)
+    attempts: list[uuid.UUID] = []
+
+    async def handler(envelope: Envelope) -> None:
+        attempts.append(envelope.message_id)
+        raise RuntimeError("database says no")
+
+    queue = qname(make_bus, "failing")
+    await bus.subscribe(queue, ["tick.#"], handler)
+    sent = tick_envelope()
+    await bus.publish("tick.005930", sent)
+    await eventually(lambda: len(attempts) == 3)
+    dead: list = []
+
+    async def collect() -> bool:
+        dead.extend(await bus.take_dead_letters(queue))
+        return bool(dead)
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while not await collect():
+        assert asyncio.get_running_loop().time() < deadline, "nothing was dead-lettered"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    assert attempts == [sent.message_id] * 3
+    assert len(dead) == 1
+    assert dead[0].reason == "RuntimeError: database says no"
+    assert dead[0].attempts == 3
+    assert dead[0].routing_key == "tick.005930"
+    assert Envelope.model_validate_json(dead[0].body) == sent
+
+
+async def test_handler_that_recovers_processes_the_message_once(make_bus: BusFactory) -> None:
+    bus = await make_bus(max_attempts=3)
+    calls: list[int] = []
+    done: list[uuid.UUID] = []
+
+    async def handler(envelope: Envelope) -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            raise ConnectionError("transient")
+        done.append(envelope.message_id)
+
+    queue = qname(make_bus, "recovering")
+    await bus.subscribe(queue, ["tick.#"], handler)
+    await bus.publish("tick.005930", tick_envelope())
+    await eventually(lambda: len(done) == 1)
+    await asyncio.sleep(0.3)
+    assert len(calls) == 2 and len(done) == 1
+    assert await bus.take_dead_letters(queue) == []
+
+
+@pytest.mark.parametrize(
+    ("body", "reason_part"),
+    [
+        (b"not json at all", "invalid message"),
+        (b'{"producer": "x", "payload": {"kind": "market.tick.v9"}}', "invalid message"),
+        (b'{"producer": "x", "payload": {"kind": "market.tick_batch.v1", "ticks": [], "extra": 1}}', "invalid message"),
+    ],
+    ids=["garbage", "unknown-version", "breaks-contract"],
+)
+async def test_malformed_message_is_dead_lettered_without_calling_handler(
+    make_bus: BusFactory, body: bytes, reason_part: str
+) -> None:
+    bus = await make_bus()
+    called: list[Envelope] = []
+
+    async def handler(envelope: Envelope) -> None:
+        called.append(envelope)
+
+    queue = qname(make_bus, "malformed")
+    await bus.subscribe(queue, ["tick.#"], handler)
+    publish_raw = bus.publish_raw
+    result = publish_raw("tick.005930", body)
+    if asyncio.iscoroutine(result):
+        await result
+    dead: list = []
+    deadline = asyncio.get_running_loop().time() + 10
+    while not dead:
+        dead = await bus.take_dead_letters(queue)
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.05)
+    assert called == []
+    assert reason_part in dead[0].reason
+    assert dead[0].body == body
+
+
+async def test_close_waits_for_handler_in_flight(make_bus: BusFactory) -> None:
+    bus = await make_bus()
+    started = asyncio.Event()
+    finished: list[bool] = []
+
+    async def slow(envelope: Envelope) -> None:
+        started.set()
+        await asyncio.sleep(0.5)
+        finished.append(True)
+
+    await bus.subscribe(qname(make_bus, "slow"), ["tick.#"], slow)
+    await bus.publish("tick.005930", tick_envelope())
+    await asyncio.wait_for(started.wait(), 10)
+    await bus.close()
+    assert finished == [True]
+    assert not await bus.healthy()
+
+
+async def test_healthy_after_start(make_bus: BusFactory) -> None:
+    bus = await make_bus()
+    assert await bus.healthy()

@@ -1,0 +1,1 @@
+"""trading-bot web-interface: the dashboard, talking to the gateway only."""
