@@ -12,6 +12,8 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
+# Some machines' pip configuration names local indexes that may not exist; that is noise here.
+quiet() { "$@" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2); }
 
 # A stamp of everything that decides the install; unchanged means nothing to do.
 stamp=.venv/.tradebot-install-stamp
@@ -21,12 +23,12 @@ if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
 fi
 
 echo "bootstrap: installing (torch first, pinned by constraints.txt)"
-"${pip[@]}" install --upgrade pip wheel
+quiet "${pip[@]}" install --upgrade pip wheel
 # torch before anything that depends on it: an unpinned resolution pulls CUDA wheels.
-"${pip[@]}" install -c constraints.txt torch
+quiet "${pip[@]}" install -c constraints.txt torch
 packages=(common api-gateway data-collector data-processor model-trainer inferencer trader web-interface)
 editable=()
 for p in "${packages[@]}"; do editable+=(-e "./$p"); done
-"${pip[@]}" install -c constraints.txt "${editable[@]}" -r requirements-dev.txt
+quiet "${pip[@]}" install -c constraints.txt "${editable[@]}" -r requirements-dev.txt
 echo "$want" > "$stamp"
 echo "bootstrap: done"

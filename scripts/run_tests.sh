@@ -15,7 +15,7 @@ export TRADEBOT_TEST_DATABASE_URL="${TRADEBOT_TEST_DATABASE_URL:-postgresql+asyn
 export TRADEBOT_TEST_AMQP_URL="${TRADEBOT_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}"
 
 # host:port of a URL, for a plain TCP check.
-endpoint() { .venv/bin/python -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print(f"{p.hostname or \"127.0.0.1\"}:{p.port or sys.argv[2]}")' "$1" "$2"; }
+endpoint() { .venv/bin/python -c 'import sys, urllib.parse as u; p = u.urlsplit(sys.argv[1]); print((p.hostname or "127.0.0.1") + ":" + str(p.port or sys.argv[2]))' "$1" "$2"; }
 reachable() { .venv/bin/python -c 'import socket, sys; h, p = sys.argv[1].rsplit(":", 1); socket.create_connection((h, int(p)), timeout=2).close()' "$1" 2>/dev/null; }
 is_local() { case "$1" in 127.*|localhost:*) return 0;; *) return 1;; esac; }
 
