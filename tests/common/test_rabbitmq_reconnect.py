@@ -11,8 +11,8 @@ import aio_pika
 
 from common.bus.rabbitmq import RabbitMQBus
 from common.contracts import Envelope
-from tests.conftest import unavailable
 from tests.common.test_bus_conformance import eventually, tick_envelope
+from tests.conftest import unavailable
 
 
 def close_connections_named(name: str) -> int:
