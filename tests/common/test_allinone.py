@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 
 from common.allinone import AllInOne, AllInOneSettings, discover_services
+from common.kis.sim import dev_account
 from common.runtime import Runtime
 from common.settings import Mode, RuntimeSettings
 
@@ -52,8 +53,10 @@ async def test_allinone_mounts_every_service_and_the_dashboard_shows_them(tmp_pa
 
 def test_allinone_console_script_starts_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     gateway_port, web_port = free_port(), free_port()
+    sim_ports = {name: free_port() for name in ("REAL_REST", "REAL_WS", "PAPER_REST", "PAPER_WS")}
     env = {
         **os.environ,
+        **{f"KIS_SIM_{name}_PORT": str(port) for name, port in sim_ports.items()},
         "TRADEBOT_ALLINONE_GATEWAY_PORT": str(gateway_port),
         "TRADEBOT_ALLINONE_WEB_PORT": str(web_port),
         "TRADEBOT_ALLINONE_DATA_DIR": str(tmp_path),
@@ -76,12 +79,23 @@ def test_allinone_console_script_starts_and_stops_cleanly_on_ctrl_c(tmp_path: Pa
             assert time.monotonic() < deadline, "all-in-one did not come up in 60 s"
             time.sleep(0.25)
         assert httpx.get(f"http://127.0.0.1:{gateway_port}/healthz", timeout=5).status_code == 200
+        # The KIS simulator runs alongside and speaks the protocol: a paper token request is answered.
+        account = dev_account("paper")
+        token = httpx.post(
+            f"http://127.0.0.1:{sim_ports['PAPER_REST']}/oauth2/tokenP",
+            json={"grant_type": "client_credentials", "appkey": account.appkey,
+                  "appsecret": account.appsecret.get_secret_value()},
+            timeout=5,
+        )
+        assert token.status_code == 200, token.text
+        assert token.json()["expires_in"] == 86400
         process.send_signal(signal.SIGINT)
         _, stderr = process.communicate(timeout=30)
     finally:
         if process.poll() is None:
             process.kill()
     assert process.returncode == 0, stderr[-2000:]
-    assert f"dashboard:   http://127.0.0.1:{web_port}/" in stderr
+    assert f"dashboard:     http://127.0.0.1:{web_port}/" in stderr
+    assert f"KIS simulator: http://127.0.0.1:{sim_ports['PAPER_REST']} (paper)" in stderr
     assert "stopped cleanly" in stderr
     assert (tmp_path / "tradebot.db").exists()

@@ -14,8 +14,8 @@ import httpx
 import pytest
 import structlog
 from fastapi import FastAPI
-from sqlalchemy import Column, MetaData, String, Table, Uuid, func, insert, select, text
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Column, MetaData, Select, String, Table, Uuid, func, insert, select, text
+from sqlalchemy.exc import IntegrityError, StatementError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from common.clock import FixedClock
@@ -54,9 +54,9 @@ class Db:
     engine: AsyncEngine
     sessionmaker: async_sessionmaker[AsyncSession]
 
-    async def count(self, statement: object) -> int:
+    async def count(self, statement: Select[int]) -> int:
         async with self.engine.connect() as conn:
-            return int((await conn.execute(statement)).scalar_one())  # type: ignore[call-overload]
+            return (await conn.execute(statement)).scalar_one()
 
     async def effect_count(self, message_id: uuid.UUID | None = None) -> int:
         statement = select(func.count()).select_from(effects)
@@ -187,7 +187,7 @@ async def test_datetimes_come_back_aware_in_utc(db: Db) -> None:
 
 
 async def test_naive_datetimes_are_refused(db: Db) -> None:
-    with pytest.raises(Exception, match="naive datetime"):
+    with pytest.raises(StatementError, match="naive datetime"):
         async with db.sessionmaker.begin() as session:
             session.add(ProcessedMessage(consumer=CONSUMER, message_id=uuid.uuid4(), processed_at=datetime(2024, 1, 1)))
 
@@ -321,6 +321,9 @@ def token_app(sessionmaker: async_sessionmaker[AsyncSession]) -> FastAPI:
         now = datetime(2024, 6, 3, tzinfo=UTC)
         session.add(KisToken(key_id=key_id, domain="paper", access_token="t", issued_at=now, expires_at=now))
         await session.flush()
+        if fail == "at-commit":
+            # Violates the domain check only when the dependency flushes it at commit.
+            session.add(KisToken(key_id="other", domain="demo", access_token="t", issued_at=now, expires_at=now))
         if fail == "conflict":
             raise Conflict("token already being refreshed")
         if fail == "bug":
@@ -343,8 +346,8 @@ async def test_session_dependency_commits_before_the_response(db: Db) -> None:
         assert await token_count(db) == 1
 
 
-@pytest.mark.parametrize(("fail", "status"), [("conflict", 409), ("bug", 500)])
-async def test_session_dependency_rolls_back_when_the_endpoint_raises(db: Db, fail: str, status: int) -> None:
+@pytest.mark.parametrize(("fail", "status"), [("conflict", 409), ("bug", 500), ("at-commit", 500)])
+async def test_session_dependency_rolls_back_and_reports_failures(db: Db, fail: str, status: int) -> None:
     transport = httpx.ASGITransport(app=token_app(db.sessionmaker), raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         response = await client.post("/tokens/abc", params={"fail": fail})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from types import ModuleType
 
@@ -26,7 +26,7 @@ from common.db import (
     storage_kind,
     timescale_available,
 )
-from common.db.migrate import current_revision_sync, main
+from common.db.migrate import current_revision_sync, include_in_autogenerate, main
 from common.errors import Operational
 
 FOUNDATION_TABLES = {"processed_messages", "kis_tokens", "ticks", "bars", "features"}
@@ -116,18 +116,15 @@ async def test_concurrent_migrations_of_a_fresh_database_both_succeed(pg_url: st
         await engine.dispose()
 
 
-async def test_models_match_the_migrated_schema(sqlite_url: str) -> None:
-    await migrate(sqlite_url)
-    engine = create_engine(sqlite_url)
+async def test_models_match_the_migrated_schema(database_url: str, engine: AsyncEngine) -> None:
+    await migrate(database_url)
 
     def differences(conn: Connection) -> list[object]:
-        return list(compare_metadata(MigrationContext.configure(conn), Base.metadata))
+        context = MigrationContext.configure(conn, opts={"include_object": include_in_autogenerate})
+        return list(compare_metadata(context, Base.metadata))
 
-    try:
-        async with engine.connect() as conn:
-            assert await conn.run_sync(differences) == []
-    finally:
-        await engine.dispose()
+    async with engine.connect() as conn:
+        assert await conn.run_sync(differences) == []
 
 
 async def test_bars_is_range_partitioned_by_year_with_default_and_brin(pg_url: str) -> None:
@@ -262,7 +259,7 @@ def test_timescale_is_refused_on_sqlite() -> None:
 
 
 @pytest.fixture
-def cli_logs() -> object:
+def cli_logs() -> Iterator[None]:
     # main() configures structlog for the command line only when nothing else has.
     structlog.reset_defaults()
     yield

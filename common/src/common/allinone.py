@@ -18,10 +18,12 @@ from pathlib import Path
 import structlog
 import uvicorn
 from fastapi import FastAPI
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
 
 from common.errors import Operational, TradebotError
+from common.kis.settings import KisDomain, KisSettings
+from common.kis.sim import RunningSimulator, SimulatorSettings, serve_simulator
 from common.logging import configure
 from common.runtime import Runtime
 from common.service import ManagedServer, ServiceSpec, load_settings, stop_on_signals
@@ -40,6 +42,28 @@ class AllInOneSettings(TradebotSettings):
     gateway_port: int = Field(default=8000, ge=0, le=65535)
     web_port: int = Field(default=8080, ge=0, le=65535)
     data_dir: Path = Path("var")
+    # Start the KIS simulator and point every service's KIS client at it (the safe default:
+    # nothing reaches a real broker unless this is turned off and KIS_* settings are given).
+    kis_simulator: bool = True
+
+
+def simulator_kis_settings(sim: RunningSimulator, data_dir: Path) -> KisSettings:
+    """Client settings for the simulator's paper domain, with its first paper dev account."""
+    account = next(a for a in sim.settings.accounts if a.domain == "paper")
+    return KisSettings(
+        domain=KisDomain.PAPER,
+        real_rest_url=sim.real.rest_url,
+        real_ws_url=sim.real.ws_url,
+        paper_rest_url=sim.paper.rest_url,
+        paper_ws_url=sim.paper.ws_url,
+        appkey=SecretStr(account.appkey),
+        appsecret=account.appsecret,
+        cano=SecretStr(account.cano),
+        acnt_prdt_cd=SecretStr(account.acnt_prdt_cd),
+        hts_id=SecretStr(account.hts_id),
+        rate_per_second=sim.settings.paper_rest_per_second,
+        token_cache_path=data_dir / "kis-tokens.json",
+    )
 
 
 def discover_services() -> dict[str, ServiceSpec]:
@@ -137,16 +161,24 @@ def main() -> None:
     )
 
     async def run() -> None:
-        async with Runtime.from_settings(runtime_settings) as runtime:
+        async with contextlib.AsyncExitStack() as stack:
+            runtime = await stack.enter_async_context(Runtime.from_settings(runtime_settings))
+            simulator: RunningSimulator | None = None
+            if settings.kis_simulator:
+                simulator = await stack.enter_async_context(serve_simulator(load_settings(SimulatorSettings)))
+                runtime.extras["kis_simulator"] = simulator
+                runtime.extras["kis"] = simulator_kis_settings(simulator, settings.data_dir)
             platform = AllInOne(runtime, settings, discover_services())
             dashboard = f"http://{settings.host}:{settings.web_port}/"
             api = f"http://{settings.host}:{settings.gateway_port}/"
 
+            kis = f"{simulator.paper.rest_url} (paper), {simulator.real.rest_url} (real)" if simulator else "KIS_* settings"
+
             def announce() -> None:
-                log.info("allinone.ready", dashboard=dashboard, api=api, services=sorted(platform.specs))
+                log.info("allinone.ready", dashboard=dashboard, api=api, services=sorted(platform.specs), kis=kis)
                 sys.stderr.write(
-                    f"\ntrading-bot is running (all-in-one)\n  dashboard:   {dashboard}\n"
-                    f"  API gateway: {api}\n  stop with Ctrl-C\n\n"
+                    f"\ntrading-bot is running (all-in-one)\n  dashboard:     {dashboard}\n"
+                    f"  API gateway:   {api}\n  KIS simulator: {kis}\n  stop with Ctrl-C\n\n"
                 )
 
             await platform.serve(on_ready=announce, handle_signals=True)

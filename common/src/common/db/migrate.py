@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import re
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import structlog
 from alembic import command
@@ -37,12 +39,20 @@ MIGRATION_LOCK_KEY = 0x7472_6164_6562_6F74  # "tradebot" in ASCII
 
 AlembicAction = Callable[[Config], None]
 
+# Partitions and BRIN indexes are storage details chosen by the migration, not model changes.
+_STORAGE_DETAIL = re.compile(r"^(ticks|bars|features)_(y\d{4}|default)(_.*)?$|_ts_brin$")
+
 
 def alembic_config() -> Config:
     """An Alembic ``Config`` for the packaged migrations (for ``alembic.command`` calls)."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS_DIR))
     return config
+
+
+def include_in_autogenerate(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
+    """Alembic ``include_object`` hook: compare models to the schema, minus the storage layout."""
+    return not (reflected and compare_to is None and name is not None and _STORAGE_DETAIL.search(name))
 
 
 def head_revision() -> str:

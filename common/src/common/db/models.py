@@ -83,7 +83,6 @@ class TickRecord(Base):
     """One trade print; ``seq`` orders prints within the same instant."""
 
     __tablename__ = "ticks"
-    __table_args__ = (Index("ix_ticks_symbol_ts", "symbol", "ts"),)
 
     symbol: Mapped[str] = mapped_column(String(7), primary_key=True)
     ts: Mapped[datetime] = mapped_column(primary_key=True)
@@ -98,7 +97,6 @@ class BarRecord(Base):
     """An OHLCV bar in KRW; ``ts`` is the bar's opening instant."""
 
     __tablename__ = "bars"
-    __table_args__ = (Index("ix_bars_symbol_ts", "symbol", "ts"),)
 
     symbol: Mapped[str] = mapped_column(String(7), primary_key=True)
     timeframe: Mapped[str] = mapped_column(String(4), primary_key=True)
@@ -115,7 +113,6 @@ class FeatureRecord(Base):
     """The features of one closed bar under one feature set."""
 
     __tablename__ = "features"
-    __table_args__ = (Index("ix_features_symbol_ts", "symbol", "ts"),)
 
     symbol: Mapped[str] = mapped_column(String(7), primary_key=True)
     timeframe: Mapped[str] = mapped_column(String(4), primary_key=True)
@@ -138,6 +135,12 @@ class KisToken(Base):
     access_token: Mapped[str] = mapped_column(Text)
     expires_at: Mapped[datetime]
     issued_at: Mapped[datetime]
+
+
+# Latest-first per symbol is the dominant read ("last N bars of 005930").
+Index("ix_ticks_symbol_ts", TickRecord.symbol, TickRecord.ts.desc())
+Index("ix_bars_symbol_ts", BarRecord.symbol, BarRecord.ts.desc())
+Index("ix_features_symbol_ts", FeatureRecord.symbol, FeatureRecord.ts.desc())
 
 
 def kis_token_key(domain: KisDomain, appkey: str) -> str:

@@ -8,31 +8,23 @@ migration lock in that connection's transaction). Called any other way, a URL in
 from __future__ import annotations
 
 import asyncio
-import re
-from typing import Any
 
 from alembic import context
 from sqlalchemy import Connection
 
 from common.db.engine import create_engine
+from common.db.migrate import include_in_autogenerate
 from common.db.models import Base
 
 config = context.config
 target_metadata = Base.metadata
-
-# Partitions and BRIN indexes are storage details of the migration, not part of the models.
-_STORAGE_DETAIL = re.compile(r"^(ticks|bars|features)_(y\d{4}|default)(_.*)?$|_ts_brin$")
-
-
-def include_object(obj: Any, name: str | None, type_: str, reflected: bool, compare_to: Any) -> bool:
-    return not (reflected and compare_to is None and name is not None and _STORAGE_DETAIL.search(name))
 
 
 def run_with_connection(connection: Connection) -> None:
     context.configure(
         connection=connection,
         target_metadata=target_metadata,
-        include_object=include_object,
+        include_object=include_in_autogenerate,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
     )

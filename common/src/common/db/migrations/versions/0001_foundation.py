@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2025-01-06 00:00:00+00:00
+Create Date: 2026-11-21 00:00:00+00:00
 
 The time-series storage is decided here, at migration time: hypertables with compression when
 TimescaleDB is usable, otherwise yearly range partitions (1980–2040 plus DEFAULT) with a BRIN
@@ -99,7 +99,7 @@ def timeseries_ddl(dialect_name: str, *, timescale: bool = False) -> list[str]:
 
     PostgreSQL with ``timescale``: hypertables on ``ts`` with compression (segment by symbol);
     without: yearly range partitions 1980–2040 and a DEFAULT partition, a BRIN index on ``ts``
-    and a btree on ``(symbol, ts DESC)``. SQLite: plain tables with an index on ``(symbol, ts)``.
+    and a btree on ``(symbol, ts DESC)``. SQLite: plain tables with the same ``(symbol, ts DESC)`` index.
     """
     drivers = {"postgresql": "postgresql+asyncpg", "sqlite": "sqlite+aiosqlite"}
     dialect = make_url(f"{drivers[dialect_name]}://").get_dialect()()
@@ -125,8 +125,7 @@ def timeseries_ddl(dialect_name: str, *, timescale: bool = False) -> list[str]:
         if timescale:
             chunk, _, _ = _TIMESCALE_LAYOUT[name]
             statements.append(f"SELECT create_hypertable('{name}', 'ts', chunk_time_interval => INTERVAL '{chunk}')")
-        order = " DESC" if on_postgres else ""
-        statements.append(f"CREATE INDEX ix_{name}_symbol_ts ON {name} (symbol, ts{order})")
+        statements.append(f"CREATE INDEX ix_{name}_symbol_ts ON {name} (symbol, ts DESC)")
         if timescale:
             _, compress_after, orderby = _TIMESCALE_LAYOUT[name]
             statements.append(
