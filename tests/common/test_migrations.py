@@ -21,12 +21,12 @@ from common.db import (
     Base,
     create_engine,
     downgrade,
-    head_revision,
+    head_revisions,
     migrate,
     storage_kind,
     timescale_available,
 )
-from common.db.migrate import current_revision_sync, include_in_autogenerate, main
+from common.db.migrate import current_revisions_sync, include_in_autogenerate, main
 from common.errors import Operational
 
 FOUNDATION_TABLES = {"processed_messages", "kis_tokens", "ticks", "bars", "features"}
@@ -48,9 +48,9 @@ async def table_names(engine: AsyncEngine) -> set[str]:
         return set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
 
 
-async def revision(engine: AsyncEngine) -> str | None:
+async def revision(engine: AsyncEngine) -> frozenset[str]:
     async with engine.connect() as conn:
-        return await conn.run_sync(current_revision_sync)
+        return await conn.run_sync(current_revisions_sync)
 
 
 async def require_plain_postgres(engine: AsyncEngine) -> None:
@@ -77,7 +77,7 @@ async def test_upgrade_head_creates_every_foundation_table(database_url: str, en
     await migrate(database_url)
 
     assert await table_names(engine) >= FOUNDATION_TABLES
-    assert await revision(engine) == head_revision()
+    assert await revision(engine) == head_revisions()
 
 
 async def test_downgrade_to_base_then_upgrade_again_works(database_url: str, engine: AsyncEngine) -> None:
@@ -85,11 +85,11 @@ async def test_downgrade_to_base_then_upgrade_again_works(database_url: str, eng
     await downgrade(database_url, "base")
 
     assert not FOUNDATION_TABLES & await table_names(engine)
-    assert await revision(engine) is None
+    assert await revision(engine) == frozenset()
 
     await migrate(database_url)
     assert await table_names(engine) >= FOUNDATION_TABLES
-    assert await revision(engine) == head_revision()
+    assert await revision(engine) == head_revisions()
 
 
 async def test_migrating_twice_is_a_noop_that_keeps_data(database_url: str, engine: AsyncEngine) -> None:
@@ -111,7 +111,7 @@ async def test_concurrent_migrations_of_a_fresh_database_both_succeed(pg_url: st
     engine = create_engine(pg_url)
     try:
         assert await table_names(engine) >= FOUNDATION_TABLES
-        assert await revision(engine) == head_revision()
+        assert await revision(engine) == head_revisions()
     finally:
         await engine.dispose()
 

@@ -3,7 +3,7 @@ declarative ``Base``, the inbox for exactly-once consumers, and the packaged mig
 
 from common.db.engine import create_engine, create_sessionmaker, normalise_url, ping, redact_url
 from common.db.inbox import InboxHandler, idempotent, prune_inbox
-from common.db.migrate import downgrade, head_revision, migrate
+from common.db.migrate import downgrade, head_revisions, migrate
 from common.db.models import (
     NAMING_CONVENTION,
     BarRecord,
@@ -35,7 +35,7 @@ __all__ = [
     "create_sessionmaker",
     "downgrade",
     "get_session",
-    "head_revision",
+    "head_revisions",
     "idempotent",
     "insert_ignoring_duplicates",
     "kis_token_key",

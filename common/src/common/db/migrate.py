@@ -55,20 +55,24 @@ def include_in_autogenerate(obj: Any, name: str | None, type_: str, reflected: b
     return not (reflected and compare_to is None and name is not None and _STORAGE_DETAIL.search(name))
 
 
-def head_revision() -> str:
-    """The newest revision shipped with this code."""
-    head = ScriptDirectory.from_config(alembic_config()).get_current_head()
-    if head is None:
+def head_revisions() -> frozenset[str]:
+    """The newest revisions shipped with this code.
+
+    Services add their tables in migrations of their own, branching from the revision that was
+    newest when they were written; several heads are normal and ``migrate`` applies them all.
+    """
+    heads = ScriptDirectory.from_config(alembic_config()).get_heads()
+    if not heads:
         raise Operational(f"no migrations found in {MIGRATIONS_DIR}")
-    return head
+    return frozenset(heads)
 
 
-def current_revision_sync(conn: Connection) -> str | None:
-    """The revision the database is at (None before the first migration)."""
-    return MigrationContext.configure(conn).get_current_revision()
+def current_revisions_sync(conn: Connection) -> frozenset[str]:
+    """The revisions the database is at (empty before the first migration)."""
+    return frozenset(MigrationContext.configure(conn).get_current_heads())
 
 
-async def migrate(url: str, revision: str = "head") -> None:
+async def migrate(url: str, revision: str = "heads") -> None:
     """Upgrade the database at ``url`` to ``revision``; a no-op when it is already there.
 
     Raises ``Unavailable`` if the database cannot be reached and ``Operational`` if a
@@ -82,12 +86,12 @@ async def downgrade(url: str, revision: str) -> None:
     await _run(url, lambda config: command.downgrade(config, revision))
 
 
-def _apply(conn: Connection, action: AlembicAction) -> tuple[str | None, str | None]:
-    before = current_revision_sync(conn)
+def _apply(conn: Connection, action: AlembicAction) -> tuple[frozenset[str], frozenset[str]]:
+    before = current_revisions_sync(conn)
     config = alembic_config()
     config.attributes["connection"] = conn
     action(config)
-    return before, current_revision_sync(conn)
+    return before, current_revisions_sync(conn)
 
 
 async def _run(url: str, action: AlembicAction) -> None:
@@ -107,16 +111,16 @@ async def _run(url: str, action: AlembicAction) -> None:
     finally:
         await engine.dispose()
     if before == after:
-        log.info("db.migrate_noop", url=where, revision=after)
+        log.info("db.migrate_noop", url=where, revisions=sorted(after))
     else:
-        log.info("db.migrated", url=where, from_revision=before, to_revision=after)
+        log.info("db.migrated", url=where, from_revisions=sorted(before), to_revisions=sorted(after))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``tradebot-migrate [--url URL]``: upgrade to head; the URL defaults to TRADEBOT_DATABASE_URL."""
+    """``tradebot-migrate [--url URL]``: upgrade to every head; the URL defaults to TRADEBOT_DATABASE_URL."""
     parser = argparse.ArgumentParser(prog="tradebot-migrate", description="Upgrade the trading-bot database schema.")
     parser.add_argument("--url", help="database URL (default: the TRADEBOT_DATABASE_URL environment variable)")
-    parser.add_argument("--revision", default="head", help="target revision (default: head)")
+    parser.add_argument("--revision", default="heads", help="target revision (default: heads, all of them)")
     args = parser.parse_args(argv)
     if not structlog.is_configured():
         # Keep stdout clean for scripts; diagnostics go to stderr.
