@@ -172,7 +172,9 @@ def main() -> None:
             dashboard = f"http://{settings.host}:{settings.web_port}/"
             api = f"http://{settings.host}:{settings.gateway_port}/"
 
-            kis = f"{simulator.paper.rest_url} (paper), {simulator.real.rest_url} (real)" if simulator else "KIS_* settings"
+            kis = "KIS_* settings"
+            if simulator is not None:
+                kis = f"{simulator.paper.rest_url} (paper), {simulator.real.rest_url} (real)"
 
             def announce() -> None:
                 log.info("allinone.ready", dashboard=dashboard, api=api, services=sorted(platform.specs), kis=kis)
