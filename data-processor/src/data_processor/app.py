@@ -2,17 +2,48 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
+
 from fastapi import FastAPI
 
 from common.runtime import Runtime
-from common.service import ServiceSpec, build_app, run_service
+from common.service import ServiceSpec, build_app, load_settings, run_service
+from data_processor.consumers import start_consumers
+from data_processor.routes import router
+from data_processor.service import JobRunner, Processor
 from data_processor.settings import DataProcessorSettings
 
 DESCRIPTION = "Validation, cleaning, aggregation, indicators and regimes; writes ticks, bars and features."
 
 
-def create_app(runtime: Runtime) -> FastAPI:
-    return build_app("data-processor", runtime, title="trading-bot data-processor", description=DESCRIPTION)
+def create_app(runtime: Runtime, settings: DataProcessorSettings | None = None) -> FastAPI:
+    settings = settings or load_settings(DataProcessorSettings)
+    processor = Processor(runtime.clock)
+    jobs = JobRunner(processor, runtime.sessionmaker, runtime.clock)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await jobs.recover()
+        if settings.consume:
+            await start_consumers(runtime, processor, settings)
+        try:
+            yield
+        finally:
+            await jobs.close()
+
+    app = build_app(
+        "data-processor",
+        runtime,
+        title="trading-bot data-processor",
+        description=DESCRIPTION,
+        routers=[router],
+        lifespan=lifespan,
+    )
+    app.state.processor = processor
+    app.state.jobs = jobs
+    app.state.settings = settings
+    return app
 
 
 service = ServiceSpec(

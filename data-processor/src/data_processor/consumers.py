@@ -1,0 +1,104 @@
+"""Bus handlers: tick batches and bar batches, each applied once through the inbox.
+
+The inbox claim, the writes and the features share one transaction; the features are
+published only after it commits. If the process dies between commit and publish, the
+redelivered message is recognised as done and its features are not republished — the
+stored rows stay right, and the next closed bar publishes again (an outbox would close that
+window; see the service docs).
+"""
+
+from __future__ import annotations
+
+import structlog
+from prometheus_client import Counter
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from common.bus import Handler
+from common.contracts import Envelope, MarketBarV1, MarketTickBatchV1
+from common.db import idempotent
+from common.runtime import Runtime
+from data_processor.service import Outcome, Processor, features_message_id
+from data_processor.settings import DataProcessorSettings
+
+log = structlog.get_logger(__name__)
+
+TICK_PATTERNS = ("tick.#",)
+BAR_PATTERNS = ("bar.#",)
+PRODUCER = "data-processor"
+
+QUARANTINED = Counter(
+    "tradebot_data_quarantined_total", "Records quarantined by the data processor", ["kind", "reason"]
+)
+STORED = Counter("tradebot_data_stored_total", "New ticks and bars stored by the data processor", ["kind"])
+FEATURES_PUBLISHED = Counter("tradebot_features_published_total", "features.v1 messages published", ["timeframe"])
+
+
+def _inbox_name(queue: str) -> str:
+    return queue[:128]
+
+
+def tick_handler(runtime: Runtime, processor: Processor, settings: DataProcessorSettings) -> Handler:
+    async def handle(envelope: Envelope) -> None:
+        outcome = Outcome()
+
+        async def apply(session: AsyncSession, message: Envelope) -> None:
+            nonlocal outcome
+            if not isinstance(message.payload, MarketTickBatchV1):
+                log.warning("data_processor.unexpected_kind", kind=message.kind, queue=settings.tick_queue)
+                return
+            outcome = await processor.process_ticks(session, message.payload, message.message_id)
+
+        await idempotent(_inbox_name(settings.tick_queue), runtime.sessionmaker, apply, clock=runtime.clock)(envelope)
+        await _after_commit(runtime, settings, envelope, outcome, "tick")
+
+    return handle
+
+
+def bar_handler(runtime: Runtime, processor: Processor, settings: DataProcessorSettings) -> Handler:
+    async def handle(envelope: Envelope) -> None:
+        outcome = Outcome()
+
+        async def apply(session: AsyncSession, message: Envelope) -> None:
+            nonlocal outcome
+            if not isinstance(message.payload, MarketBarV1):
+                log.warning("data_processor.unexpected_kind", kind=message.kind, queue=settings.bar_queue)
+                return
+            outcome = await processor.process_bars(session, message.payload, message.message_id)
+
+        await idempotent(_inbox_name(settings.bar_queue), runtime.sessionmaker, apply, clock=runtime.clock)(envelope)
+        await _after_commit(runtime, settings, envelope, outcome, "bar")
+
+    return handle
+
+
+async def _after_commit(
+    runtime: Runtime, settings: DataProcessorSettings, source: Envelope, outcome: Outcome, kind: str
+) -> None:
+    for (record_kind, reason), count in outcome.quarantined.items():
+        QUARANTINED.labels(record_kind, reason).inc(count)
+    if outcome.quarantined:
+        log.info(
+            "data_processor.quarantined",
+            message_id=str(source.message_id),
+            reasons={f"{k}:{r}": c for (k, r), c in outcome.quarantined.items()},
+        )
+    STORED.labels(kind).inc(outcome.stored)
+    if not settings.publish_features or not outcome.features:
+        return
+    correlation = source.correlation_id or str(source.message_id)
+    messages = [
+        (
+            f"features.{f.timeframe}.{f.symbol}",
+            Envelope(message_id=features_message_id(f), producer=PRODUCER, correlation_id=correlation, payload=f),
+        )
+        for f in outcome.features
+    ]
+    await runtime.bus.publish_batch(messages)
+    for f in outcome.features:
+        FEATURES_PUBLISHED.labels(f.timeframe).inc()
+
+
+async def start_consumers(runtime: Runtime, processor: Processor, settings: DataProcessorSettings) -> None:
+    await runtime.bus.subscribe(settings.tick_queue, TICK_PATTERNS, tick_handler(runtime, processor, settings))
+    await runtime.bus.subscribe(settings.bar_queue, BAR_PATTERNS, bar_handler(runtime, processor, settings))
+    log.info("data_processor.consuming", ticks=settings.tick_queue, bars=settings.bar_queue)

@@ -1,0 +1,413 @@
+"""The data processor's business logic: tick and bar batches in, clean bars and features out.
+
+Every ``process_*`` method runs inside the transaction of the message's inbox claim (see
+``consumers``), so its writes — ticks, bars, flags, quarantine, features — happen once per
+message however often the bus redelivers it. It returns the features to publish once that
+transaction has committed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from functools import partial
+from typing import Any
+
+import structlog
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from common.clock import Clock
+from common.contracts import FeaturesV1, MarketBarV1, MarketTickBatchV1
+from common.db.processing import ProcessingJob
+from common.errors import InvalidInput, NotFound
+from data_processor import repository as repo
+from data_processor.aggregation import BarRow, TickRow, day_is_closed, minute_bars, minute_is_closed, minute_of
+from data_processor.features import FEATURE_SET, WINDOW, Series, compute_range, moving_average, rsi
+from data_processor.validation import (
+    FLAG_AMENDED,
+    Flag,
+    Rejection,
+    check_bars,
+    check_ticks,
+    daily_bar_ts,
+    gap_flags,
+    kst_day,
+    session_day,
+)
+
+log = structlog.get_logger(__name__)
+
+FEATURES_NAMESPACE = uuid.UUID("5b0f5a8e-8a4e-4c1e-9f77-6a0d3c4f2b10")
+MAX_INDICATOR_BARS = 200_000
+JOB_CHUNK = 2_000
+
+
+@dataclass
+class Outcome:
+    """What one message did: features to publish after commit, and what was quarantined."""
+
+    features: list[FeaturesV1] = field(default_factory=list)
+    quarantined: Counter[tuple[str, str]] = field(default_factory=Counter)
+    stored: int = 0
+
+    def reject(self, rejections: Sequence[Rejection]) -> None:
+        self.quarantined.update((r.record_kind, r.reason) for r in rejections)
+
+
+def features_message_id(message: FeaturesV1) -> uuid.UUID:
+    """Same features, same id: a republished row is a duplicate the inferencer's inbox skips."""
+    digest = hashlib.sha256(json.dumps(message.values, sort_keys=True).encode()).hexdigest()[:16]
+    return uuid.uuid5(FEATURES_NAMESPACE, f"{message.symbol}|{message.timeframe}|{message.ts.isoformat()}|{digest}")
+
+
+def _always(_: datetime) -> bool:
+    return True
+
+
+def _minute_closed(watermark: datetime, ts: datetime) -> bool:
+    return minute_is_closed(ts, watermark)
+
+
+def _day_closed(watermark: datetime, ts: datetime) -> bool:
+    return day_is_closed(ts, watermark)
+
+
+class Processor:
+    """Validation, storage, aggregation and feature updates for incoming market data."""
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        # Previous closes are history: once found they do not change (a correction would be a new bar).
+        self._base_prices: dict[tuple[str, date], int] = {}
+
+    # -- ticks --------------------------------------------------------------------------------
+
+    async def process_ticks(self, session: AsyncSession, batch: MarketTickBatchV1, message_id: uuid.UUID) -> Outcome:
+        outcome = Outcome()
+        ticks = batch.ticks
+        await repo.lock_symbols(session, {t.symbol for t in ticks})
+        bases = await self._base_prices_for(session, {(t.symbol, kst_day(t.ts)) for t in ticks})
+        checked = check_ticks(ticks, lambda symbol, day: bases.get((symbol, day)))
+        await repo.quarantine(session, message_id, checked.rejected, self._clock.now())
+        outcome.reject(checked.rejected)
+        accepted = checked.accepted
+        if not accepted:
+            return outcome
+
+        symbols = {t.symbol for t in accepted}
+        before = await repo.latest_tick_ts(session, symbols)
+        rows = [(t.symbol, t.ts, t.seq, t.price, t.volume, t.cum_volume, t.side) for t in accepted]
+        outcome.stored = await repo.copy_insert_ignoring(session, "ticks", repo.TICK_COLUMNS, rows)
+
+        minutes: dict[str, set[datetime]] = defaultdict(set)
+        latest: dict[str, datetime] = {}
+        minute_numbers: dict[str, set[int]] = defaultdict(set)
+        for tick in accepted:
+            minute_numbers[tick.symbol].add(int(tick.ts.timestamp()) // 60)
+            if tick.symbol not in latest or tick.ts > latest[tick.symbol]:
+                latest[tick.symbol] = tick.ts
+        for symbol, numbers in minute_numbers.items():
+            minutes[symbol] = {datetime.fromtimestamp(n * 60, UTC) for n in numbers}
+        days = {s: {daily_bar_ts(session_day(m)) for m in ms} for s, ms in minutes.items()}
+        # Minutes after the previous watermark minute hold no stored ticks yet: their bars come
+        # straight from this batch (the common, in-order case). Earlier minutes — late ticks, or
+        # the minute the last batch ended in — are recomputed from everything stored.
+        fresh: list[TickRow] = []
+        stored_minutes: dict[str, set[datetime]] = defaultdict(set)
+        for symbol, ms in minutes.items():
+            previous = before.get(symbol)
+            boundary = minute_of(previous) if previous is not None else None
+            for m in ms:
+                if boundary is not None and m <= boundary:
+                    stored_minutes[symbol].add(m)
+        unique = {(t.symbol, t.ts, t.seq): t for t in accepted}
+        for tick in unique.values():
+            if tick.symbol not in stored_minutes or minute_of(tick.ts) not in stored_minutes[tick.symbol]:
+                fresh.append((tick.symbol, tick.ts, tick.seq, tick.price, tick.volume))
+        await repo.upsert_bars(session, minute_bars(fresh))
+        await repo.rebuild_minute_bars(session, stored_minutes)
+        await repo.rebuild_daily_bars(session, days)
+
+        amended: list[Flag] = []
+        for symbol, ms in minutes.items():
+            previous = before.get(symbol)
+            if previous is None:
+                continue
+            amended.extend(Flag(symbol, "1m", m, FLAG_AMENDED) for m in ms if minute_is_closed(m, previous))
+            amended.extend(Flag(symbol, "1d", d, FLAG_AMENDED) for d in days[symbol] if day_is_closed(d, previous))
+        await repo.write_flags(session, amended)
+
+        for symbol in sorted(minutes):
+            previous = before.get(symbol)
+            watermark = max(latest[symbol], previous) if previous else latest[symbol]
+            start_minute = min(minutes[symbol])
+            start_day = min(days[symbol])
+            if previous is not None:
+                start_minute = min(start_minute, minute_of(previous))
+                start_day = min(start_day, daily_bar_ts(session_day(previous)))
+            outcome.features += await self.refresh_features(
+                session, symbol, "1m", start_minute, closed=partial(_minute_closed, watermark)
+            )
+            outcome.features += await self.refresh_features(
+                session, symbol, "1d", start_day, closed=partial(_day_closed, watermark)
+            )
+        return outcome
+
+    async def _base_prices_for(self, session: AsyncSession, keys: set[tuple[str, date]]) -> dict[tuple[str, date], int]:
+        found: dict[tuple[str, date], int] = {}
+        for symbol, day in keys:
+            cached = self._base_prices.get((symbol, day))
+            if cached is None:
+                cached = await repo.previous_close(session, symbol, "1d", daily_bar_ts(day))
+                if cached is None:
+                    continue
+                self._base_prices[(symbol, day)] = cached
+            found[(symbol, day)] = cached
+        return found
+
+    # -- bars ---------------------------------------------------------------------------------
+
+    async def process_bars(self, session: AsyncSession, batch: MarketBarV1, message_id: uuid.UUID) -> Outcome:
+        outcome = Outcome()
+        bars = batch.bars
+        await repo.lock_symbols(session, {b.symbol for b in bars})
+        first: dict[tuple[str, str], datetime] = {}
+        for bar in bars:
+            key = (bar.symbol, bar.timeframe)
+            first[key] = min(first.get(key, bar.ts), bar.ts)
+        previous: dict[tuple[str, str], tuple[datetime, int, int]] = {}
+        for (symbol, timeframe), ts in first.items():
+            prior = await repo.previous_bar(session, symbol, timeframe, ts)
+            if prior is not None:
+                previous[(symbol, timeframe)] = prior
+        checked = check_bars(bars, previous)
+        await repo.quarantine(session, message_id, checked.rejected, self._clock.now())
+        outcome.reject(checked.rejected)
+        if not checked.accepted:
+            return outcome
+        rows = [
+            (b.symbol, b.timeframe, b.ts, b.open, b.high, b.low, b.close, b.volume, b.value) for b in checked.accepted
+        ]
+        outcome.stored = await repo.copy_insert_ignoring(session, "bars", repo.BAR_COLUMNS, rows)
+        await repo.write_flags(session, checked.flags)
+        if outcome.stored == 0:
+            return outcome  # every bar was already stored, with its features
+
+        spans: dict[tuple[str, str], tuple[datetime, datetime]] = {}
+        for bar in checked.accepted:
+            key = (bar.symbol, bar.timeframe)
+            low, high = spans.get(key, (bar.ts, bar.ts))
+            spans[key] = (min(low, bar.ts), max(high, bar.ts))
+        for (symbol, timeframe), (low, high) in sorted(spans.items()):
+            # A bar changes the features of itself and of the WINDOW-1 bars after it, no more.
+            outcome.features += await self.refresh_features(
+                session, symbol, timeframe, low, closed=_always, last_changed=high
+            )
+        return outcome
+
+    # -- features -----------------------------------------------------------------------------
+
+    async def refresh_features(
+        self,
+        session: AsyncSession,
+        symbol: str,
+        timeframe: str,
+        start: datetime | None,
+        *,
+        closed: Callable[[datetime], bool],
+        last_changed: datetime | None = None,
+        end: datetime | None = None,
+        limit: int | None = None,
+    ) -> list[FeaturesV1]:
+        """Recompute and store the features of closed bars from ``start`` on; returns them.
+
+        Stops at the first bar not yet closed, at ``end`` (inclusive), after ``limit`` bars, or
+        ``WINDOW-1`` bars after ``last_changed`` (later rows cannot see the change). Gap flags
+        of the same bars are recomputed alongside.
+        """
+        current = await repo.load_bars(session, symbol, timeframe, start, None, limit=limit)
+        cut = len(current)
+        for index, bar in enumerate(current):
+            if not closed(bar.ts) or (end is not None and bar.ts > end):
+                cut = index
+                break
+        current = current[:cut]
+        if last_changed is not None:
+            changed = sum(1 for b in current if b.ts <= last_changed)
+            current = current[: changed + WINDOW - 1]
+        if not current:
+            return []
+        history = await repo.load_history(session, symbol, timeframe, current[0].ts, WINDOW - 1)
+        rows = history + current
+        series = Series.of([(b.open, b.high, b.low, b.close, b.volume, b.value) for b in rows])
+        values = await asyncio.to_thread(compute_range, series, len(history))
+
+        neighbours = history[-1:] + current
+        gaps = gap_flags(timeframe, [(b.symbol, b.ts) for b in neighbours])
+        await repo.replace_gap_flags(session, symbol, timeframe, current[0].ts, current[-1].ts, gaps)
+        gapped = {f.ts for f in gaps}
+        stored: list[tuple[datetime, dict[str, Any]]] = []
+        messages: list[FeaturesV1] = []
+        for bar, row in zip(current, values, strict=True):
+            row["halted"] = 1.0 if bar.volume == 0 else 0.0
+            row["after_gap"] = 1.0 if bar.ts in gapped else 0.0
+            stored.append((bar.ts, row))
+            messages.append(
+                FeaturesV1(
+                    symbol=symbol, timeframe=timeframe, ts=bar.ts, close=bar.close, values=row, feature_set=FEATURE_SET
+                )
+            )
+        await repo.upsert_features(session, symbol, timeframe, FEATURE_SET, stored)
+        return messages
+
+    # -- queries ------------------------------------------------------------------------------
+
+    async def closes(
+        self, session: AsyncSession, symbol: str, timeframe: str, start: datetime | None, end: datetime | None
+    ) -> list[BarRow]:
+        if start is not None and end is not None and start > end:
+            raise InvalidInput(
+                "start must not be after end", detail={"start": start.isoformat(), "end": end.isoformat()}
+            )
+        bars = await repo.load_bars(session, symbol, timeframe, start, None, limit=MAX_INDICATOR_BARS + 1)
+        if end is not None:
+            bars = [b for b in bars if b.ts <= end]
+        if len(bars) > MAX_INDICATOR_BARS:
+            raise InvalidInput(f"range too long: at most {MAX_INDICATOR_BARS} bars per request")
+        if not bars:
+            raise NotFound(f"no {timeframe} bars for {symbol} in the requested range")
+        return bars
+
+    async def indicator(
+        self,
+        session: AsyncSession,
+        symbol: str,
+        timeframe: str,
+        start: datetime | None,
+        end: datetime | None,
+        *,
+        kind: str,
+        window: int,
+    ) -> list[tuple[BarRow, float | None]]:
+        """``kind`` (rsi, sma, ema) over exactly the closes of the bars in ``[start, end]``."""
+        bars = await self.closes(session, symbol, timeframe, start, end)
+        closes = [b.close for b in bars]
+        if kind == "rsi":
+            values = await asyncio.to_thread(rsi, closes, window)
+        else:
+            values = await asyncio.to_thread(moving_average, closes, window, kind)
+        return list(zip(bars, values, strict=True))
+
+
+class JobRunner:
+    """Runs ``POST /data/process`` jobs in the background, persisting their progress.
+
+    Each chunk of bars is its own transaction, so progress is visible while the job runs and a
+    failure keeps what was done. Jobs are tracked and cancelled when the service stops.
+    """
+
+    def __init__(self, processor: Processor, sessionmaker: async_sessionmaker[AsyncSession], clock: Clock) -> None:
+        self._processor = processor
+        self._sessionmaker = sessionmaker
+        self._clock = clock
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def recover(self) -> None:
+        async with self._sessionmaker.begin() as session:
+            failed = await repo.fail_interrupted_jobs(session, self._clock.now())
+        if failed:
+            log.warning("data_processor.jobs_interrupted", count=failed)
+
+    async def submit(
+        self, symbols: Sequence[str], timeframe: str, start: datetime | None, end: datetime | None
+    ) -> ProcessingJob:
+        now = self._clock.now()
+        job = ProcessingJob(
+            id=uuid.uuid4(),
+            status="queued",
+            symbols=list(symbols),
+            timeframe=timeframe,
+            start=start,
+            end=end,
+            total=0,
+            done=0,
+            features_written=0,
+            error=None,
+            created_at=now,
+            updated_at=now,
+        )
+        async with self._sessionmaker.begin() as session:
+            await repo.add_job(session, job)
+        task = asyncio.create_task(self._run(job.id, list(symbols), timeframe, start, end), name=f"job-{job.id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        log.info("data_processor.job_submitted", job_id=str(job.id), symbols=len(symbols), timeframe=timeframe)
+        return job
+
+    async def get(self, session: AsyncSession, job_id: uuid.UUID) -> ProcessingJob:
+        job = await repo.get_job(session, job_id)
+        if job is None:
+            raise NotFound(f"no processing job {job_id}")
+        return job
+
+    async def wait(self) -> None:
+        """Wait for every running job (tests, benchmarks)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def close(self, timeout: float = 5.0) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=timeout)
+            if pending:
+                log.warning("data_processor.jobs_not_stopped", count=len(pending))
+
+    async def _run(
+        self, job_id: uuid.UUID, symbols: list[str], timeframe: str, start: datetime | None, end: datetime | None
+    ) -> None:
+        try:
+            async with self._sessionmaker.begin() as session:
+                total = await repo.count_bars(session, symbols, timeframe, start, end)
+                await repo.update_job(session, job_id, status="running", total=total, updated_at=self._clock.now())
+            done = 0
+            for symbol in symbols:
+                cursor = start
+                while True:
+                    async with self._sessionmaker.begin() as session:
+                        rows = await self._processor.refresh_features(
+                            session, symbol, timeframe, cursor, closed=_always, end=end, limit=JOB_CHUNK
+                        )
+                        done += len(rows)
+                        await repo.update_job(
+                            session, job_id, done=done, features_written=done, updated_at=self._clock.now()
+                        )
+                    if len(rows) < JOB_CHUNK:
+                        break
+                    cursor = rows[-1].ts + timedelta(microseconds=1)
+            async with self._sessionmaker.begin() as session:
+                await repo.update_job(session, job_id, status="succeeded", updated_at=self._clock.now())
+            log.info("data_processor.job_succeeded", job_id=str(job_id), bars=done)
+        except asyncio.CancelledError:
+            await self._fail(job_id, "cancelled: the service stopped")
+            raise
+        except Exception as exc:
+            log.exception("data_processor.job_failed", job_id=str(job_id))
+            await self._fail(job_id, f"{type(exc).__name__}: {exc}"[:1000])
+
+    async def _fail(self, job_id: uuid.UUID, error: str) -> None:
+        async with self._sessionmaker.begin() as session:
+            await repo.update_job(session, job_id, status="failed", error=error, updated_at=self._clock.now())
+
+
+async def quarantine_source_rows(
+    session: AsyncSession, source: uuid.UUID, rejections: Sequence[Rejection], now: datetime
+) -> None:
+    """Quarantine rows a reader could not turn into records (keyed by the source, so once)."""
+    await repo.quarantine(session, source, rejections, now)
