@@ -168,6 +168,9 @@ def main() -> None:
                 simulator = await stack.enter_async_context(serve_simulator(load_settings(SimulatorSettings)))
                 runtime.extras["kis_simulator"] = simulator
                 runtime.extras["kis"] = simulator_kis_settings(simulator, settings.data_dir)
+                # The simulator's market may run in another time (a replay, accelerated): KIS
+                # clients follow its clock so token expiry and session hours agree with it.
+                runtime.extras["kis_clock"] = simulator.clock
             platform = AllInOne(runtime, settings, discover_services())
             dashboard = f"http://{settings.host}:{settings.web_port}/"
             api = f"http://{settings.host}:{settings.gateway_port}/"

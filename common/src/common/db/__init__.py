@@ -1,7 +1,10 @@
 """The database layer shared by every service: engines, the request-owned session, the one
 declarative ``Base``, the inbox for exactly-once consumers, and the packaged migrations."""
 
-from common.db import processing  # noqa: F401 — registers the data processor's tables on Base
+from common.db import (
+    collection,  # noqa: F401 — registers the data collector's tables on Base
+    processing,  # noqa: F401 — registers the data processor's tables on Base
+)
 from common.db.engine import create_engine, create_sessionmaker, normalise_url, ping, redact_url
 from common.db.inbox import InboxHandler, idempotent, prune_inbox
 from common.db.migrate import downgrade, head_revisions, migrate

@@ -1,0 +1,120 @@
+"""Streaming from the simulator's WebSocket: tick batches on the bus, the market snapshot, and a
+forced drop recorded as a disconnect, a reconnect and a gap."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from common.clock import KST
+
+# Friday 19 January 2018, 10:00 KST: the replayed market is in session.
+IN_SESSION = datetime(2018, 1, 19, 10, 0, tzinfo=KST)
+SYMBOLS = ["005930", "000660"]
+
+
+async def events_of(collector: Any, job_id: str) -> list[dict[str, Any]]:
+    response = await collector.http.get(f"/data/collect/{job_id}/events")
+    assert response.status_code == 200
+    events: list[dict[str, Any]] = response.json()["events"]
+    return events
+
+
+async def test_streamed_ticks_feed_the_market_snapshot_and_a_dropped_session_is_recorded_as_a_gap(
+    sqlite_url: str, shared_data: Path, harness: Any, wait_until: Any
+) -> None:
+    # speed 20 with 10-second ticks: a print every half second per symbol.
+    async with harness(sqlite_url, shared_data, IN_SESSION, speed=20.0) as h:
+        async with h.open_collector(tick_flush_seconds=0.1) as collector:
+            body = {"kind": "stream", "symbols": SYMBOLS, "channels": ["trades", "book"]}
+            response = await collector.http.post("/data/collect", json=body)
+            assert response.status_code == 202, response.text
+            job_id = response.json()["id"]
+
+            async def ticks_arrived() -> bool:
+                return bool(h.sink.ticks >= 4)
+
+            await wait_until(ticks_arrived)
+            async with httpx.AsyncClient() as admin:
+                dropped = await admin.post(f"{h.sim.paper.rest_url}/admin/faults", json={"drop_websockets": True})
+            assert dropped.json()["sessions_dropped"] == 1
+
+            async def reconnected_and_streaming() -> bool:
+                kinds = {e["kind"] for e in await events_of(collector, job_id)}
+                return {"disconnect", "reconnect", "gap"} <= kinds
+
+            await wait_until(reconnected_and_streaming)
+            after_drop = h.sink.ticks
+
+            async def more_ticks() -> bool:
+                return bool(h.sink.ticks > after_drop)
+
+            await wait_until(more_ticks)
+
+            market = (await collector.http.get("/data/market", params={"symbols": ",".join(SYMBOLS)})).json()
+            assert market["missing"] == []
+            by_symbol = {s["symbol"]: s for s in market["snapshots"]}
+            for symbol in SYMBOLS:
+                snap = by_symbol[symbol]
+                assert snap["source"] == "stream"
+                assert snap["price"] > 0 and snap["volume"] > 0
+                book = snap["book"]
+                assert book["ask"] > book["bid"] > 0 and book["ask_quantity"] >= 0
+                assert snap["change_rate"] is not None
+
+            job = await collector.job(job_id)
+            assert job["status"] == "running"
+            assert job["progress"]["ticks_published"] >= h.sink.ticks > 0
+            gap = next(e for e in await events_of(collector, job_id) if e["kind"] == "gap")
+            assert datetime.fromisoformat(gap["detail"]["from"]) <= datetime.fromisoformat(gap["detail"]["to"])
+            assert gap["detail"]["symbols"] == sorted(SYMBOLS)
+
+            # Every tick is a valid contract tick of a requested symbol, in batches of one message each.
+            ticks = [t for m in h.sink.tick_messages for t in m.payload.ticks]
+            assert {t.symbol for t in ticks} <= set(SYMBOLS)
+            assert len({(t.symbol, t.ts, t.seq) for t in ticks}) == len(ticks)
+
+            cancelled = await collector.http.post(f"/data/collect/{job_id}/cancel")
+            assert cancelled.status_code == 202
+            done = await collector.wait_for(job_id, lambda j: j["status"] == "cancelled", timeout=15)
+            assert done["finished_at"] is not None
+
+
+async def test_stream_ends_by_itself_at_until_and_a_second_stream_is_refused_meanwhile(
+    sqlite_url: str, shared_data: Path, harness: Any
+) -> None:
+    async with harness(sqlite_url, shared_data, IN_SESSION, speed=20.0) as h:
+        async with h.open_collector(tick_flush_seconds=0.1) as collector:
+            until = h.sim.clock.now() + timedelta(seconds=40)  # two wall seconds at speed 20
+            body = {"kind": "stream", "symbols": ["005930"], "channels": ["trades"], "until": until.isoformat()}
+            job_id = (await collector.http.post("/data/collect", json=body)).json()["id"]
+
+            other = {"kind": "stream", "symbols": ["000660"], "channels": ["trades"]}
+            refused = await collector.http.post("/data/collect", json=other)
+            assert refused.status_code == 409
+            assert refused.json()["detail"]["job_id"] == job_id
+
+            job = await collector.wait_for(job_id, lambda j: j["status"] == "completed", timeout=20)
+            assert job["progress"]["percent"] == 100.0
+            assert job["progress"]["ticks_published"] > 0
+
+
+async def test_market_snapshot_can_be_refreshed_from_quotes_and_reports_unknown_symbols(
+    sqlite_url: str, shared_data: Path, harness: Any
+) -> None:
+    async with harness(sqlite_url, shared_data, IN_SESSION) as h, h.open_collector() as collector:
+        assert (await collector.http.get("/data/market")).json() == {"snapshots": [], "missing": []}
+
+        response = await collector.http.get("/data/market", params={"symbols": "005930,999999", "refresh": "true"})
+        assert response.status_code == 200, response.text
+        market = response.json()
+        assert market["missing"] == ["999999"]
+        [snap] = market["snapshots"]
+        assert snap["symbol"] == "005930" and snap["source"] == "quote"
+        assert snap["price"] > 0 and snap["book"]["ask"] > snap["book"]["bid"] > 0
+
+        assert (await collector.http.get("/data/market", params={"symbols": "12345"})).status_code == 422
+        assert (await collector.http.get("/data/market", params={"refresh": "true"})).status_code == 422
