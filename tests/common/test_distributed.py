@@ -47,7 +47,7 @@ def test_service_process_runs_on_postgresql_and_rabbitmq_and_stops_on_sigterm(pg
                 pass
             assert time.monotonic() < deadline, "trader did not become ready in 60 s"
             time.sleep(0.25)
-        assert ready.json()["checks"] == {"database": "ok", "bus": "ok"}
+        assert ready.json()["checks"] == {"database": "ok", "bus": "ok", "lease": "ok"}
         process.send_signal(signal.SIGTERM)
         stdout, _ = process.communicate(timeout=30)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pydantic import Field
 from pydantic_settings import SettingsConfigDict
 
 from common.settings import ServiceSettings
@@ -11,3 +12,13 @@ class InferencerSettings(ServiceSettings):
     model_config = SettingsConfigDict(env_prefix="INFERENCER_", extra="ignore", env_ignore_empty=True)
 
     port: int = 8004
+    # Where POST /trade/execute goes; all-in-one mode finds the trader through the runner.
+    trader_url: str | None = None
+    trade: bool = Field(default=True, description="send decisions to the trader (off: decide and store only)")
+    trader_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
+    model_uri: str | None = Field(default=None, description="a model directory to load when the registry has none")
+    registry_poll_seconds: float = Field(default=30.0, gt=0, le=86_400)
+    timeframes: frozenset[str] = frozenset({"1m", "1d"})
+    forward_threads: int = Field(default=1, ge=1, le=16, description="threads running forward passes")
+    torch_threads: int = Field(default=1, ge=1, le=64)
+    task_stop_timeout_seconds: float = Field(default=5.0, gt=0, le=60)

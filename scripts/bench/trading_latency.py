@@ -1,0 +1,223 @@
+"""Benchmark: tick → decision → order accepted by the KIS simulator (p50 / p99).
+
+One process, like all-in-one mode: the simulator on loopback sockets, the trader served by
+uvicorn on a loopback port (the inferencer reaches it over real HTTP), the inferencer with a
+small TorchScript LSTM policy, the in-process bus, SQLite (or ``--database-url``). Each sample
+publishes one ``features.v1`` bar for a fresh symbol and times it until the simulator's
+exchange accepts the order it caused. Prints the figures and records them in
+docs/benchmarks.md under "trading latency".
+
+    .venv/bin/python scripts/bench/trading_latency.py [--quick] [--samples N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import structlog
+import torch
+import uvicorn
+from pydantic import SecretStr
+
+from common.clock import KST, FixedClock
+from common.contracts import Envelope, FeaturesV1
+from common.kis import KisClient, KisSettings
+from common.kis.sim import SimulatorSettings, serve_simulator
+from common.kis.sim.exchange import Notice
+from common.runtime import Runtime
+from common.settings import Mode, RuntimeSettings
+from inferencer.app import create_app as create_inferencer
+from inferencer.settings import InferencerSettings
+from trader.app import create_app as create_trader
+from trader.broker import KisBroker
+from trader.settings import RiskLimits, TraderSettings
+
+ROOT = Path(__file__).resolve().parents[2]
+FEATURES = ["ret_1", "ret_5", "rsi_14", "vol_ratio", "macd"]
+SECTION = "## trading latency (tick → decision → order accepted)"
+
+
+class LstmPolicy(torch.nn.Module):
+    """A small policy with the artifact contract's signature: LSTM over the window, softmax head."""
+
+    def __init__(self, features: int, hidden: int, actions: int) -> None:
+        super().__init__()
+        self.lstm = torch.nn.LSTM(features, hidden, num_layers=1, batch_first=True)
+        self.head = torch.nn.Linear(hidden + 1, actions)
+        self.value = torch.nn.Linear(hidden + 1, 1)
+        with torch.no_grad():
+            self.head.bias.copy_(torch.tensor([0.0, 5.0]))  # prefer the small long position
+
+    def forward(
+        self, features: torch.Tensor, position: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        out, (h2, c2) = self.lstm(torch.nan_to_num(features), (h, c))
+        last = torch.cat([out[:, -1, :], position], dim=1)
+        return torch.softmax(self.head(last), dim=1), self.value(last), h2, c2
+
+
+def build_model(folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.jit.save(torch.jit.script(LstmPolicy(len(FEATURES), 32, 2)), str(folder / "policy.pt"))
+    manifest = {
+        "model_id": "00000000-0000-0000-0000-0000000000b1",
+        "version": "bench-1",
+        "feature_set": "bench",
+        "feature_names": FEATURES,
+        "timeframe": "1m",
+        "window": 1,
+        "actions": [0.0, 0.002],
+        "hidden_layers": 1,
+        "hidden_size": 32,
+    }
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    return folder.as_uri()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def run(samples: int, warmup: int, database_url: str | None, workdir: Path) -> dict[str, Any]:
+    clock = FixedClock(datetime(2024, 3, 4, 10, 0, tzinfo=KST))
+    sim_settings = SimulatorSettings(
+        real_rest_port=0, real_ws_port=0, paper_rest_port=0, paper_ws_port=0, seed=7,
+        paper_rest_per_second=10_000.0, real_rest_per_second=10_000.0,
+        token_calls_per_second=1000.0, approval_calls_per_second=1000.0,
+    )  # fmt: skip
+    url = database_url or f"sqlite+aiosqlite:///{workdir / 'bench.db'}"
+    runtime_settings = RuntimeSettings(mode=Mode.ALLINONE, database_url=SecretStr(url))
+    async with serve_simulator(sim_settings, clock) as sim, Runtime.from_settings(runtime_settings) as runtime:
+        account = next(a for a in sim.settings.accounts if a.domain == "paper")
+        kis = KisSettings(
+            domain="paper",  # type: ignore[arg-type]
+            paper_rest_url=sim.paper.rest_url, paper_ws_url=sim.paper.ws_url,
+            real_rest_url=sim.real.rest_url, real_ws_url=sim.real.ws_url,
+            appkey=SecretStr(account.appkey), appsecret=account.appsecret, cano=SecretStr(account.cano),
+            acnt_prdt_cd=SecretStr(account.acnt_prdt_cd), hts_id=SecretStr(account.hts_id),
+            rate_per_second=1000.0, token_cache_path=workdir / "tokens.json",
+        )  # fmt: skip
+        broker = KisBroker(KisClient(kis, http=httpx.AsyncClient(timeout=5.0), clock=clock))
+        trader_settings = TraderSettings(
+            rebalance_band=0, min_rebalance_krw=0, reconcile_interval_seconds=3600, poll_interval_seconds=1.0,
+            risk=RiskLimits(max_orders_per_minute=None, max_gross_exposure_krw=None),
+        )  # fmt: skip
+        trader = create_trader(runtime, settings=trader_settings, broker=broker, clock=clock)
+        server = uvicorn.Server(uvicorn.Config(trader, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+        serving = asyncio.create_task(server.serve())
+        while not server.started:  # noqa: ASYNC110 — uvicorn offers no start event
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        to_trader = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10.0)
+        inferencer = create_inferencer(
+            runtime, settings=InferencerSettings(model_uri=build_model(workdir / "model")), trader=to_trader
+        )
+        accepted: dict[str, float] = {}
+        arrived = asyncio.Event()
+
+        def on_notice(notice: Notice) -> None:
+            if not notice.filled:
+                accepted.setdefault(notice.order.code, time.perf_counter())
+                arrived.set()
+
+        sim.exchange.subscribe(on_notice)
+        published: dict[str, float] = {}
+        try:
+            async with inferencer.router.lifespan_context(inferencer):
+                codes = (f"{100_000 + i:06d}" for i in range(1_000_000))
+                for _ in range(samples + warmup):
+                    # 0.2 % of equity must buy at least one share: skip codes priced above it.
+                    symbol, price = next(
+                        (code, quote)
+                        for code in codes
+                        if (quote := sim.market.quote(code, clock.now())) and quote.price < 150_000
+                    )
+                    bar = FeaturesV1(
+                        symbol=symbol, timeframe="1m", ts=clock.now(), close=price.price,
+                        values={"ret_1": 0.001, "ret_5": 0.002, "rsi_14": 51.0, "vol_ratio": 1.1, "macd": None},
+                        feature_set="bench",
+                    )  # fmt: skip
+                    published[symbol] = time.perf_counter()
+                    await runtime.bus.publish(f"features.1m.{symbol}", Envelope(producer="bench", payload=bar))
+                    try:
+                        async with asyncio.timeout(10):
+                            while symbol not in accepted:
+                                arrived.clear()
+                                await arrived.wait()
+                    except TimeoutError:
+                        raise SystemExit(f"no order accepted for {symbol} within 10 s") from None
+        finally:
+            await to_trader.aclose()
+            server.should_exit = True
+            await serving
+        latencies = [(accepted[s] - published[s]) * 1000 for s in list(published)[warmup:] if s in accepted]
+        return {
+            "samples": len(latencies),
+            "p50_ms": percentile(latencies, 50),
+            "p99_ms": percentile(latencies, 99),
+            "mean_ms": statistics.fmean(latencies),
+            "max_ms": max(latencies),
+            "database": "PostgreSQL" if url.startswith("postgres") else "SQLite",
+        }
+
+
+def record(result: dict[str, Any], command: str) -> None:
+    path = ROOT / "docs" / "benchmarks.md"
+    text = path.read_text() if path.exists() else "# Benchmarks\n"
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    entry = (
+        f"### {stamp} — `{command}`\n\n"
+        f"Machine: {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}; "
+        f"one process (all-in-one shape: in-process bus, {result['database']}, trader over loopback HTTP, "
+        f"simulator over loopback sockets).\n\n"
+        f"- tick → decision → order accepted by the simulator, {result['samples']} samples: "
+        f"**p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms** (mean {result['mean_ms']:.1f} ms, "
+        f"max {result['max_ms']:.1f} ms); goal p99 ≤ 50 ms {'met' if result['p99_ms'] <= 50 else 'NOT met'}\n"
+    )
+    if SECTION in text:
+        head, _, rest = text.partition(SECTION + "\n")
+        text = f"{head}{SECTION}\n\n{entry}{rest}"
+    else:
+        text = f"{text.rstrip()}\n\n{SECTION}\n\n{entry}"
+    path.write_text(text)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="100 samples instead of 400")
+    parser.add_argument("--samples", type=int)
+    parser.add_argument("--database-url", help="e.g. postgresql+asyncpg://… (default: a temporary SQLite file)")
+    parser.add_argument("--command", default="scripts/bench/trading_latency.py")
+    parser.add_argument("--no-record", action="store_true")
+    args, _ = parser.parse_known_args()
+    samples = args.samples or (100 if args.quick else 400)
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(int(os.environ.get("BENCH_LOG_LEVEL", "40")))
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        result = asyncio.run(run(samples, 10, args.database_url, Path(tmp)))
+    print(
+        f"trading latency: tick → decision → order accepted, {result['samples']} samples: "
+        f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms, max {result['max_ms']:.1f} ms"
+    )
+    if not args.no_record:
+        record(result, args.command)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
