@@ -1,4 +1,4 @@
-"""Aggregated health: the readiness of every upstream service, asked concurrently."""
+"""Aggregated health: the readiness of every replica of every upstream service, asked concurrently."""
 
 from __future__ import annotations
 
@@ -8,11 +8,20 @@ from typing import Any
 import httpx
 from pydantic import BaseModel
 
+from api_gateway.upstreams import ReplicaSet, Upstreams
+
+
+class ReplicaHealth(BaseModel):
+    url: str
+    status: str
+    detail: str | None = None
+
 
 class ServiceHealth(BaseModel):
     status: str
     checks: dict[str, str] = {}
     detail: str | None = None
+    replicas: list[ReplicaHealth] = []
 
 
 class SystemHealth(BaseModel):
@@ -31,14 +40,28 @@ async def probe(client: httpx.AsyncClient, base_url: str, timeout: float) -> Ser
         body: dict[str, Any] = response.json()
     except ValueError:
         return ServiceHealth(status="unreachable", detail=f"HTTP {response.status_code} without a health body")
+    if not isinstance(body, dict):
+        return ServiceHealth(status="unreachable", detail=f"HTTP {response.status_code} without a health body")
     raw_checks = body.get("checks")
     checks: dict[str, Any] = raw_checks if isinstance(raw_checks, dict) else {}
     return ServiceHealth(status=str(body.get("status", "unknown")), checks={str(k): str(v) for k, v in checks.items()})
 
 
-async def system_health(client: httpx.AsyncClient, upstreams: dict[str, str], timeout: float) -> SystemHealth:
-    names = sorted(upstreams)
-    results = await asyncio.gather(*(probe(client, upstreams[n], timeout) for n in names))
+async def service_health(client: httpx.AsyncClient, replicas: ReplicaSet, timeout: float) -> ServiceHealth:
+    """Ready when at least one replica is; the first ready replica's checks, every replica's status."""
+    results = await asyncio.gather(*(probe(client, r.url, timeout) for r in replicas.replicas))
+    per_replica = [
+        ReplicaHealth(url=r.url, status=h.status, detail=h.detail)
+        for r, h in zip(replicas.replicas, results, strict=True)
+    ]
+    chosen = next((h for h in results if h.status == "ready"), results[0])
+    return chosen.model_copy(update={"replicas": per_replica if len(per_replica) > 1 else []})
+
+
+async def system_health(client: httpx.AsyncClient, upstreams: Upstreams, timeout: float) -> SystemHealth:
+    names = upstreams.names()
+    sets = [upstreams.sets[n] for n in names]
+    results = await asyncio.gather(*(service_health(client, s, timeout) for s in sets))
     services = dict(zip(names, results, strict=True))
     status = "ready" if all(s.status == "ready" for s in services.values()) else "degraded"
     return SystemHealth(status=status, services=services)
