@@ -1,0 +1,43 @@
+# syntax=docker/dockerfile:1
+# trading-bot data-processor: validation, aggregation, indicators.
+# Build from the repository root (scripts/deploy.sh does):
+#   docker build -f deployment/docker/data-processor.Dockerfile -t trading-bot/data-processor .
+# Only tradebot-common and this service are installed, pinned by constraints.txt.
+
+FROM python:3.11-slim AS builder
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PATH=/opt/venv/bin:$PATH
+RUN python -m venv /opt/venv
+WORKDIR /src
+COPY constraints.txt ./
+# torch is not in this image: data-processor does not depend on it (tests/deployment check the closure).
+# Dependency layer: the project files with empty packages, so that this layer is rebuilt only
+# when a pyproject.toml or constraints.txt changes, not on every source edit.
+COPY common/pyproject.toml common/
+COPY data-processor/pyproject.toml data-processor/
+RUN mkdir -p common/src/common data-processor/src/data_processor \
+ && pip install -c constraints.txt ./common ./data-processor
+COPY common/src common/src
+COPY data-processor/src data-processor/src
+RUN pip install --no-deps --force-reinstall -c constraints.txt ./common ./data-processor \
+ && pip check
+
+FROM python:3.11-slim AS runtime
+# The root filesystem may be read-only: no bytecode is written at run time (pip compiled it),
+# temporary files go to /tmp and data to /app/var, both volumes (tmpfs / emptyDir).
+ENV PATH=/opt/venv/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    TRADEBOT_ENVIRONMENT=production \
+    DATA_PROCESSOR_HOST=0.0.0.0
+RUN groupadd --system --gid 10001 tradebot \
+ && useradd --system --uid 10001 --gid 10001 --home-dir /app --no-create-home --shell /usr/sbin/nologin tradebot \
+ && mkdir -p /app/var \
+ && chown -R 10001:10001 /app
+COPY --from=builder /opt/venv /opt/venv
+WORKDIR /app
+VOLUME ["/app/var"]
+USER 10001:10001
+EXPOSE 8002
+HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
+    CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:' + os.environ.get('DATA_PROCESSOR_PORT', '8002') + '/healthz', timeout=4)"]
+CMD ["tradebot-data-processor"]
