@@ -10,6 +10,8 @@ set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 bash scripts/bootstrap.sh
+# helm, kubectl and a wheelhouse for the deployment tests (their own stamp; fast when present).
+bash scripts/install_tools.sh
 
 export TRADEBOT_TEST_DATABASE_URL="${TRADEBOT_TEST_DATABASE_URL:-postgresql+asyncpg://postgres@127.0.0.1:5432/postgres}"
 export TRADEBOT_TEST_AMQP_URL="${TRADEBOT_TEST_AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/}"

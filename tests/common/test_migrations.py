@@ -16,6 +16,7 @@ from sqlalchemy import Connection, insert, inspect, select, text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from common.allinone import discover_services
 from common.db import (
     BarRecord,
     Base,
@@ -117,6 +118,9 @@ async def test_concurrent_migrations_of_a_fresh_database_both_succeed(pg_url: st
 
 
 async def test_models_match_the_migrated_schema(database_url: str, engine: AsyncEngine) -> None:
+    # Services declare their tables in their own packages: load every installed one so the
+    # comparison covers all migrations, not only the tables of common.
+    discover_services()
     await migrate(database_url)
 
     def differences(conn: Connection) -> list[object]:

@@ -34,8 +34,15 @@ from pykis.api.stock.quote import domestic_quote  # noqa: E402
 from pykis.api.websocket.order_execution import on_execution as on_execution_event  # noqa: E402
 from pykis.client.exceptions import KisAPIError  # noqa: E402
 from pykis.client.page import KisPage  # noqa: E402
+from pykis.event.handler import KisEventTicket  # noqa: E402
 
 from common.kis.sim import dev_account  # noqa: E402
+
+# PK's event tickets unsubscribe over the network from their finalizers, on whichever thread the
+# garbage collector runs: on the event loop serving the simulator (a deadlock) or after it stopped
+# (an unraisable error in some later test). The ticket this test takes is unsubscribed explicitly;
+# PK's finalizer is silenced for the tickets it keeps internally. pykis is used only here.
+KisEventTicket.__del__ = lambda self: None  # type: ignore[method-assign]
 
 REAL = dev_account("real")
 PAPER = dev_account("paper")
