@@ -39,8 +39,12 @@ async def test_allinone_mounts_every_service_and_the_dashboard_shows_them(tmp_pa
         gateway = f"http://127.0.0.1:{settings.gateway_port}"
         async with httpx.AsyncClient(timeout=10) as client:
             assert (await client.get(f"{gateway}/healthz")).json()["service"] == "api-gateway"
-            trader = await client.get(f"{gateway}/services/trader/readyz")
+            internal = runtime.extras["internal_headers"]
+            trader = await client.get(f"{gateway}/services/trader/readyz", headers=internal)
             assert trader.status_code == 200
+            # Around the gateway, a mounted service refuses anyone without the process's token.
+            bypass = await client.post(f"{gateway}/services/trader/trade/buy", json={})
+            assert bypass.status_code == 403
             health = (await client.get(f"{gateway}/api/v1/system/health")).json()
             page = await client.get(f"http://127.0.0.1:{settings.web_port}/")
         platform.stop()

@@ -73,7 +73,9 @@ def build_gateway(runtime: Runtime, settings: ApiGatewaySettings, routes: tuple[
             max_connections=settings.upstream_max_connections,
             max_keepalive_connections=min(settings.upstream_max_connections, 100),
         )
-        async with httpx.AsyncClient(limits=limits, follow_redirects=False) as client:
+        # In all-in-one mode the mounted services accept only requests carrying the runtime's token.
+        internal_headers: dict[str, str] = runtime.extras.get("internal_headers", {})
+        async with httpx.AsyncClient(limits=limits, follow_redirects=False, headers=internal_headers) as client:
             app.state.http = client
             gateway.forwarder = Forwarder(client, upstreams, settings.upstream_connect_timeout_seconds)
             # In the background: in all-in-one mode the services answer only once this server listens.

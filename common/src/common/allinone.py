@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import os
+import secrets
 import sys
 from collections.abc import AsyncIterator, Callable
 from importlib.metadata import entry_points
@@ -18,8 +20,10 @@ from pathlib import Path
 import structlog
 import uvicorn
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 from pydantic import Field, SecretStr
 from pydantic_settings import SettingsConfigDict
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from common.errors import Operational, TradebotError
 from common.kis.settings import KisDomain, KisSettings
@@ -77,6 +81,33 @@ def discover_services() -> dict[str, ServiceSpec]:
     return found
 
 
+INTERNAL_HEADER = "x-tradebot-internal"
+
+
+class InternalOnly:
+    """Refuses requests to a mounted service unless they carry this process's internal token.
+
+    Mounted under the gateway's port, the services would otherwise be reachable around the
+    gateway's authentication; only the gateway's own client sends the token.
+    """
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            given = dict(scope.get("headers", [])).get(INTERNAL_HEADER.encode(), b"")
+            if not hmac.compare_digest(given, self._token):
+                response = JSONResponse(
+                    {"error": "forbidden", "message": "internal service route; use /api/v1", "detail": None},
+                    status_code=403,
+                )
+                await response(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
 class AllInOne:
     """Builds the two apps from the installed services and runs them until stopped."""
 
@@ -91,11 +122,13 @@ class AllInOne:
         self.children = [name for name in sorted(specs) if name not in (GATEWAY, WEB)]
         runtime.extras["upstreams"] = {name: f"{gateway_base}/services/{name}" for name in self.children}
         runtime.extras["gateway_url"] = gateway_base
+        token = secrets.token_urlsafe(32)
+        runtime.extras["internal_headers"] = {INTERNAL_HEADER: token}
         self.gateway = specs[GATEWAY].create_app(runtime)
         self.mounted: list[FastAPI] = []
         for name in self.children:
             child = specs[name].create_app(runtime)
-            self.gateway.mount(f"/services/{name}", child, name=name)
+            self.gateway.mount(f"/services/{name}", InternalOnly(child, token), name=name)
             self.mounted.append(child)
         self.web = specs[WEB].create_app(runtime)
         self.servers: list[ManagedServer] = []
