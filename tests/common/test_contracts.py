@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
 
 import pytest
 from pydantic import ValidationError
@@ -14,6 +15,7 @@ from common.contracts import (
     FeaturesV1,
     FillV1,
     MarketBarV1,
+    MarketQuoteV1,
     MarketTickBatchV1,
     MarketTickV1,
     ModelPromotedV1,
@@ -32,6 +34,19 @@ EXAMPLES = [
     MarketTickV1(symbol="005930", ts=T0, seq=1, price=71900, volume=5, cum_volume=100, side="buy"),
     MarketTickBatchV1(ticks=[Tick(symbol="005930", ts=T0, seq=i, price=71900, volume=1) for i in range(3)]),
     MarketBarV1(bars=[Bar(symbol="000660", timeframe="1d", ts=T0, open=1, high=3, low=1, close=2, volume=9)]),
+    MarketQuoteV1(
+        symbol="005930",
+        ts=T0,
+        price=71900,
+        per=Decimal("13.42"),
+        pbr=Decimal("1.21"),
+        eps=Decimal("5357"),
+        bps=Decimal("59393"),
+        market_cap=429_226_000_000_000,
+        foreign_ownership_pct=Decimal("55.21"),
+        listed_shares=5_969_782_550,
+    ),
+    MarketQuoteV1(symbol="000660", ts=T0, price=130_000),  # fundamentals are optional
     FeaturesV1(
         symbol="005930", timeframe="1m", ts=T0, close=71900, values={"rsi_14": 55.5, "sma_5": None}, feature_set="v1"
     ),

@@ -70,3 +70,21 @@ def test_the_calendar_knows_weekends_holidays_and_its_covered_years() -> None:
 
 async def test_the_scheduler_is_off_unless_enabled() -> None:
     assert DataCollectorSettings().schedule_enabled is False
+
+
+async def test_the_preopen_backfill_also_publishes_the_watchlists_quotes() -> None:
+    clock = FixedClock(datetime(2025, 10, 2, 7, 0, tzinfo=KST))
+    fetched: list[tuple[datetime, list[str]]] = []
+
+    async def submit(request: BackfillRequest | StreamRequest) -> object:
+        return None
+
+    async def quotes(symbols: list[str]) -> object:
+        fetched.append((clock.now(), symbols))
+        return len(symbols)
+
+    config = DataCollectorSettings(watchlist=["005930", "000660"])  # type: ignore[arg-type]
+    scheduler = CollectionScheduler(config, KrxCalendar(config.extra_holidays), clock, submit, quotes)
+    await scheduler.run(stop_at=datetime(2025, 10, 2, 23, 0, tzinfo=KST))
+
+    assert [(to_kst(at).time(), symbols) for at, symbols in fetched] == [(time(8, 0), ["000660", "005930"])]

@@ -3,6 +3,7 @@ forced drop recorded as a disconnect, a reconnect and a gap."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import httpx
 
 from common.clock import KST
+from common.contracts import Envelope, MarketQuoteV1
 
 # Friday 19 January 2018, 10:00 KST: the replayed market is in session.
 IN_SESSION = datetime(2018, 1, 19, 10, 0, tzinfo=KST)
@@ -106,6 +108,12 @@ async def test_market_snapshot_can_be_refreshed_from_quotes_and_reports_unknown_
     sqlite_url: str, shared_data: Path, harness: Any
 ) -> None:
     async with harness(sqlite_url, shared_data, IN_SESSION) as h, h.open_collector() as collector:
+        quotes: list[Envelope] = []
+
+        async def keep(envelope: Envelope) -> None:
+            quotes.append(envelope)
+
+        await h.runtime.bus.subscribe("test-quotes", ["quote.#"], keep)
         assert (await collector.http.get("/data/market")).json() == {"snapshots": [], "missing": []}
 
         response = await collector.http.get("/data/market", params={"symbols": "005930,999999", "refresh": "true"})
@@ -115,6 +123,16 @@ async def test_market_snapshot_can_be_refreshed_from_quotes_and_reports_unknown_
         [snap] = market["snapshots"]
         assert snap["symbol"] == "005930" and snap["source"] == "quote"
         assert snap["price"] > 0 and snap["book"]["ask"] > snap["book"]["bid"] > 0
+        # The quote went out as market.quote.v1 on quote.<symbol>, with what it knew of the fundamentals.
+        for _ in range(100):
+            if quotes:
+                break
+            await asyncio.sleep(0.01)
+        [message] = quotes
+        quote = message.payload
+        assert isinstance(quote, MarketQuoteV1) and message.producer == "data-collector"
+        assert (quote.symbol, quote.price) == ("005930", snap["price"])
+        assert quote.market_cap is None or quote.market_cap % 100_000_000 == 0
 
         assert (await collector.http.get("/data/market", params={"symbols": "12345"})).status_code == 422
         assert (await collector.http.get("/data/market", params={"refresh": "true"})).status_code == 422

@@ -9,6 +9,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from types import SimpleNamespace
 
 import httpx
+import numpy as np
 import pytest
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,7 +21,7 @@ from common.db import migrate
 from common.runtime import Runtime
 from common.settings import Mode, RuntimeSettings
 from data_processor.app import create_app
-from data_processor.consumers import bar_handler, tick_handler
+from data_processor.consumers import bar_handler, quote_handler, tick_handler
 from data_processor.settings import DataProcessorSettings
 
 SYMBOL = "005930"
@@ -56,6 +57,7 @@ class Env:
     client: httpx.AsyncClient
     ticks: Handler
     bars: Handler
+    quotes: Handler
     published: list[Envelope] = field(default_factory=list)
 
     async def count(self, model: type, *where: object) -> int:
@@ -91,6 +93,7 @@ async def open_env(database_url: str) -> AsyncIterator[Env]:
                     client=client,
                     ticks=tick_handler(runtime, processor, service_settings),
                     bars=bar_handler(runtime, processor, service_settings),
+                    quotes=quote_handler(runtime, processor, service_settings),
                     published=published,
                 )
                 env.app = app  # type: ignore[attr-defined]
@@ -119,6 +122,22 @@ def minutes(n: int) -> timedelta:
     return timedelta(minutes=n)
 
 
+def synthetic_daily(n: int, seed: int = 3, scale: int = 1) -> list[Bar]:
+    """``n`` daily bars of a random walk on weekdays from 2020 (prices times ``scale``)."""
+    rng = np.random.default_rng(seed)
+    bars, close, day = [], 50_000 * scale, date(2020, 1, 1)
+    while len(bars) < n:
+        day += timedelta(days=1)
+        if day.weekday() >= 5:
+            continue
+        o = close
+        c = max(1_000, int(o * (1 + rng.normal(0, 0.02))))
+        h, lo = max(o, c) + int(rng.integers(0, 500)) * scale, min(o, c) - int(rng.integers(0, 500)) * scale
+        bars.append(daily(day, o, h, lo, c, v=int(rng.integers(1_000, 100_000))))
+        close = c
+    return bars
+
+
 @pytest.fixture
 def dp() -> SimpleNamespace:
     """The helpers above, for test modules (importlib mode cannot import a conftest)."""
@@ -131,4 +150,5 @@ def dp() -> SimpleNamespace:
         tick_envelope=tick_envelope,
         bar_envelope=bar_envelope,
         minutes=minutes,
+        synthetic_daily=synthetic_daily,
     )

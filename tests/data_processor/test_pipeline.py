@@ -51,10 +51,15 @@ async def test_ticks_become_minute_bars_with_vwap_and_a_daily_bar(env: Any, dp: 
         70_100,
         100,
     )
-    # The first minute closed when 09:01 printed: its features were published, with the VWAP.
+    # The first minute closed when 09:01 printed: its features were published, with the VWAP,
+    # once per configured feature set.
     published = [e.payload for e in env.published]
-    assert [(f.timeframe, f.ts) for f in published] == [("1m", dp.at(9, 0))]
+    assert [(f.timeframe, f.ts, f.feature_set) for f in published] == [
+        ("1m", dp.at(9, 0), "ta.v1"),
+        ("1m", dp.at(9, 0), "mt-ohlcv-v1"),
+    ]
     assert published[0].values["vwap"] == first.value / 50
+    assert published[1].values["log_ret_1"] is None  # mt-ohlcv-v1 needs 61 bars
 
 
 async def test_redelivered_and_overlapping_batches_store_each_tick_once(env: Any, dp: SimpleNamespace) -> None:
@@ -77,7 +82,11 @@ async def test_late_tick_amends_closed_bar_flags_it_and_republishes_features(env
     first = (await bars_of(env, "1m"))[0]
     assert (first.high, first.close, first.volume) == (71_000, 71_000, 100)
     assert ("1m", v.FLAG_AMENDED) in await flags_of(env)
-    versions = [e.payload.values["vwap"] for e in env.published if e.payload.ts == dp.at(9, 0)]
+    versions = [
+        e.payload.values["vwap"]
+        for e in env.published
+        if e.payload.ts == dp.at(9, 0) and e.payload.feature_set == "ta.v1"
+    ]
     assert versions == [70_000.0, (70_000 * 10 + 71_000 * 90) / 100]
 
 
@@ -123,7 +132,8 @@ async def test_daily_bars_store_once_flag_halts_gaps_and_quarantine_bad_rows(env
     async with env.session() as session:
         reasons = (await session.execute(select(QuarantinedRecord.reason))).scalars().all()
     assert sorted(reasons) == [v.OHLC_INCONSISTENT, v.OHLC_INCONSISTENT]  # once per message, with its reason
-    assert await env.count(FeatureRecord) == 3
+    assert await env.count(FeatureRecord, FeatureRecord.feature_set == "ta.v1") == 3
+    assert await env.count(FeatureRecord) == 6  # and as many mt-ohlcv-v1 rows
 
 
 async def test_filling_a_hole_clears_its_gap_flag(env: Any, dp: SimpleNamespace) -> None:
@@ -136,42 +146,37 @@ async def test_filling_a_hole_clears_its_gap_flag(env: Any, dp: SimpleNamespace)
     assert await flags_of(env) == set()
 
 
-def synthetic_daily(dp: SimpleNamespace, n: int, seed: int = 3) -> list[Any]:
-    rng = np.random.default_rng(seed)
-    bars, close, day = [], 50_000, date(2020, 1, 1)
-    while len(bars) < n:
-        day += timedelta(days=1)
-        if day.weekday() >= 5:
-            continue
-        o = close
-        c = max(1_000, int(o * (1 + rng.normal(0, 0.02))))
-        h, lo = max(o, c) + int(rng.integers(0, 500)), min(o, c) - int(rng.integers(0, 500))
-        bars.append(dp.daily(day, o, h, lo, c, v=int(rng.integers(1_000, 100_000))))
-        close = c
-    return bars
-
-
 async def test_incremental_features_equal_batch_recomputation_bit_for_bit(env: Any, dp: SimpleNamespace) -> None:
-    bars = synthetic_daily(dp, 320)
+    bars = dp.synthetic_daily(320)
     for start in range(0, len(bars), 7):  # bars arrive a few at a time, as they close
         await env.bars(dp.bar_envelope(bars[start : start + 7]))
     async with env.session() as session:
-        incremental = dict((await session.execute(select(FeatureRecord.ts, FeatureRecord.values))).all())
+        incremental = {
+            (ts, name): values
+            for ts, name, values in await session.execute(
+                select(FeatureRecord.ts, FeatureRecord.feature_set, FeatureRecord.values)
+            )
+        }
 
     response = await env.client.post("/data/process", json={"symbols": [dp.SYMBOL], "timeframe": "1d"})
     assert response.status_code == 202
     await env.app.state.jobs.wait()
     job = (await env.client.get(f"/data/process/{response.json()['id']}")).json()
     async with env.session() as session:
-        batch = dict((await session.execute(select(FeatureRecord.ts, FeatureRecord.values))).all())
+        batch = {
+            (ts, name): values
+            for ts, name, values in await session.execute(
+                select(FeatureRecord.ts, FeatureRecord.feature_set, FeatureRecord.values)
+            )
+        }
 
     assert job["status"] == "succeeded" and job["done"] == job["total"] == 320 and job["progress"] == 1.0
-    assert len(incremental) == 320
+    assert len(incremental) == 2 * 320  # ta.v1 and mt-ohlcv-v1
     assert batch == incremental  # JSON floats round-trip exactly: equal means bit-identical
 
 
 async def test_rsi_and_ma_endpoints_equal_talib_on_the_same_closes(env: Any, dp: SimpleNamespace) -> None:
-    bars = synthetic_daily(dp, 120)
+    bars = dp.synthetic_daily(120)
     await env.bars(dp.bar_envelope(bars))
     start, end = bars[10].ts, bars[99].ts
     closes = np.array([b.close for b in bars[10:100]], dtype=np.float64)
@@ -204,7 +209,7 @@ async def test_rsi_and_ma_endpoints_equal_talib_on_the_same_closes(env: Any, dp:
 
 
 async def test_bad_indicator_parameters_get_clear_422s(env: Any, dp: SimpleNamespace) -> None:
-    await env.bars(dp.bar_envelope(synthetic_daily(dp, 5)))
+    await env.bars(dp.bar_envelope(dp.synthetic_daily(5)))
     cases = [
         ("/indicator/rsi", {"symbol": "SAMSUNG", "window": 14}),
         ("/indicator/rsi", {"symbol": dp.SYMBOL, "window": 1}),
@@ -230,7 +235,7 @@ async def test_bad_indicator_parameters_get_clear_422s(env: Any, dp: SimpleNames
 
 
 async def test_features_are_paged_as_json_and_csv(env: Any, dp: SimpleNamespace) -> None:
-    await env.bars(dp.bar_envelope(synthetic_daily(dp, 25)))
+    await env.bars(dp.bar_envelope(dp.synthetic_daily(25)))
 
     first = (await env.client.get("/features", params={"symbol": dp.SYMBOL, "limit": 10})).json()
     second = (
@@ -258,7 +263,7 @@ async def test_consumers_started_by_the_app_process_bus_messages(sqlite_url: str
     async with runtime:
         app = create_app(runtime)
         async with app.router.lifespan_context(app):
-            await runtime.bus.publish("bar.1d.005930", dp.bar_envelope(synthetic_daily(dp, 30)))
+            await runtime.bus.publish("bar.1d.005930", dp.bar_envelope(dp.synthetic_daily(30)))
             await runtime.bus.publish(
                 "tick.000660", dp.tick_envelope([dp.tick(dp.at(9, 0, 1), 70_000, symbol="000660")])
             )

@@ -60,7 +60,7 @@ async def test_every_valid_bar_is_stored_once_and_bad_rows_are_quarantined_with_
     assert quarantined == 600 + sum(c for r, c in reasons.items() if r != INVALID_RECORD)
     assert flags[FLAG_HALT] >= 50  # the zero-volume days of the README
     assert flags[FLAG_CORPORATE_ACTION] >= 1  # NAVER's relisting after its 2013 split
-    assert features == stored
+    assert features == 2 * stored  # one row per bar in each of ta.v1 and mt-ohlcv-v1
 
     samsung = by_symbol["005930"]
     response = await pg_env.client.get("/indicator/rsi", params={"symbol": "005930", "window": 14})

@@ -141,3 +141,15 @@ async def test_features_on_the_bus_reach_the_model(inferencer: InferencerHarness
             break
         await asyncio.sleep(0.02)
     assert inferencer.service.decisions_made == 2
+
+
+async def test_only_the_served_models_feature_set_reaches_it(inferencer: InferencerHarness) -> None:
+    # The data-processor publishes ta.v1 and mt-ohlcv-v1 for every bar; the model here serves core-v1.
+    service = inferencer.service
+    for minute in range(3):
+        other = features(SYMBOL, T0 + timedelta(minutes=minute)).model_copy(update={"feature_set": "ta.v1"})
+        assert await service.on_features(other) is None
+    assert await service.on_features(features(SYMBOL, T0)) is None  # its own window starts empty: warming up
+    decision = await service.on_features(features(SYMBOL, T0 + timedelta(minutes=1)))
+    assert decision is not None and decision.feature_set == "core-v1"
+    assert service.decisions_made == 1

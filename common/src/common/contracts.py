@@ -84,6 +84,26 @@ class FeaturesV1(Contract):
     feature_set: str = Field(max_length=64)
 
 
+class MarketQuoteV1(Contract):
+    """A quote fetched from the broker, with the fundamentals it carried (None where it had none).
+
+    ``ts`` is when the quote was fetched: a consumer may use its fundamentals for bars closing at
+    or after ``ts``, never before. ``market_cap`` is in whole KRW.
+    """
+
+    kind: Literal["market.quote.v1"] = "market.quote.v1"
+    symbol: Symbol
+    ts: UtcDatetime
+    price: PositiveKrw
+    per: Decimal | None = None
+    pbr: Decimal | None = None
+    eps: Decimal | None = None
+    bps: Decimal | None = None
+    market_cap: Krw | None = None
+    foreign_ownership_pct: Decimal | None = Field(default=None, ge=0, le=100)
+    listed_shares: Shares | None = None
+
+
 class ModelPromotedV1(Contract):
     kind: Literal["model.promoted.v1"] = "model.promoted.v1"
     model_id: uuid.UUID
@@ -141,6 +161,7 @@ Payload = Annotated[
     MarketTickV1
     | MarketTickBatchV1
     | MarketBarV1
+    | MarketQuoteV1
     | FeaturesV1
     | ModelPromotedV1
     | OrderSubmittedV1

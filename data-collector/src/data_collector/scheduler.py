@@ -1,7 +1,8 @@
 """Scheduled collection on the KRX calendar, run inside the service (no external cron).
 
-On each trading day (KST): a pre-open backfill of the watchlist's recent daily bars, then a
-stream of its trades and book through the session. Weekends and exchange holidays are skipped.
+On each trading day (KST): a pre-open backfill of the watchlist's recent daily bars (and, when
+the scheduler is given ``quotes``, a quote per symbol published as ``market.quote.v1`` for its
+fundamentals), then a stream of its trades and book through the session. Weekends and exchange holidays are skipped.
 A service started late still does the day's work whose window is open: the backfill any time
 that day, the stream until its stop time. Both requests are the same for the same day, so a
 restart, or two replicas, reuse the day's jobs instead of starting them again.
@@ -24,6 +25,7 @@ from data_collector.settings import DataCollectorSettings
 log = structlog.get_logger(__name__)
 
 Submit = Callable[[BackfillRequest | StreamRequest], Awaitable[object]]
+PublishQuotes = Callable[[list[str]], Awaitable[object]]
 
 
 @dataclass(frozen=True)
@@ -39,11 +41,19 @@ class Action:
 class CollectionScheduler:
     """Turns the settings' daily plan into job submissions at the right KST times."""
 
-    def __init__(self, settings: DataCollectorSettings, calendar: KrxCalendar, clock: Clock, submit: Submit) -> None:
+    def __init__(
+        self,
+        settings: DataCollectorSettings,
+        calendar: KrxCalendar,
+        clock: Clock,
+        submit: Submit,
+        quotes: PublishQuotes | None = None,
+    ) -> None:
         self.settings = settings
         self.calendar = calendar
         self.clock = clock
         self.submit = submit
+        self.quotes = quotes
 
     def actions(self, day: date) -> list[Action]:
         """What is due on ``day``: nothing on weekends and holidays or without a watchlist."""
@@ -105,6 +115,8 @@ class CollectionScheduler:
         try:
             await self.submit(action.request)
             log.info("data_collector.schedule_fired", day=day.isoformat(), action=action.name)
+            if isinstance(action.request, BackfillRequest) and self.quotes is not None:
+                await self.quotes(list(action.request.symbols))
         except TradebotError as exc:
             # A refused submission (e.g. a manual stream holding the session) must not stop the schedule.
             log.warning(

@@ -7,13 +7,16 @@ from collections.abc import Sequence
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal
 
+import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.contracts import Envelope, MarketQuoteV1
 from common.db.collection import CollectionEvent, CollectionJob, MarketSnapshot
 from common.errors import NotFound
 from common.kis import KisClient
+from common.kis.models import Quote
 from data_collector import repository as repo
-from data_collector.jobs import JobManager
+from data_collector.jobs import PRODUCER, JobManager
 from data_collector.schemas import (
     BackfillRequest,
     BookTop,
@@ -25,8 +28,41 @@ from data_collector.schemas import (
     StreamRequest,
 )
 
+log = structlog.get_logger(__name__)
+
 EVENTS_IN_JOB_VIEW = 20
 MAX_REFRESH_SYMBOLS = 20
+QUOTE_NAMESPACE = uuid.UUID("8d3f0b6e-52a1-4f0e-b7c4-1e9a6d2c5f73")
+# KIS reports market capitalisation (hts_avls) in units of 100 million KRW.
+MARKET_CAP_UNIT = 100_000_000
+
+
+def _known(value: Decimal) -> Decimal | None:
+    # KIS sends 0 where it has no figure (a fund without earnings, a newly listed stock).
+    return None if value == 0 else value
+
+
+def quote_message(symbol: str, quote: Quote, at: datetime) -> MarketQuoteV1:
+    """``market.quote.v1`` of a KIS quote fetched at ``at``, its fundamentals None where KIS had none."""
+    pct = _known(quote.foreign_holding_rate)
+    return MarketQuoteV1(
+        symbol=symbol,
+        ts=at,
+        price=quote.price,
+        per=_known(quote.per),
+        pbr=_known(quote.pbr),
+        eps=_known(quote.eps),
+        bps=_known(quote.bps),
+        market_cap=quote.market_cap_100m_krw * MARKET_CAP_UNIT if quote.market_cap_100m_krw > 0 else None,
+        foreign_ownership_pct=pct if pct is None or 0 <= pct <= 100 else None,
+        listed_shares=quote.listed_shares if quote.listed_shares > 0 else None,
+    )
+
+
+def quote_envelope(quote: MarketQuoteV1) -> tuple[str, Envelope]:
+    """Routing key ``quote.<symbol>``; the id is derived from symbol and fetch time (a resend is a duplicate)."""
+    message_id = uuid.uuid5(QUOTE_NAMESPACE, f"{quote.symbol}|{quote.ts.isoformat()}")
+    return f"quote.{quote.symbol}", Envelope(message_id=message_id, producer=PRODUCER, payload=quote)
 
 
 class CollectorService:
@@ -90,13 +126,26 @@ class CollectorService:
             missing=[s for s in symbols or () if s not in seen],
         )
 
+    async def publish_quotes(self, symbols: Sequence[str]) -> int:
+        """Fetch a quote per symbol and publish its ``market.quote.v1`` (the scheduler's pre-open step)."""
+        client: KisClient = await self.manager.kis.client()
+        messages = []
+        for symbol in symbols:
+            quote = await client.get_quote(symbol)
+            if quote.price > 0:
+                messages.append(quote_envelope(quote_message(symbol, quote, self.manager.clock.now())))
+        await self.manager.runtime.bus.publish_batch(messages)
+        return len(messages)
+
     async def _refresh(self, session: AsyncSession, symbols: Sequence[str]) -> None:
         client: KisClient = await self.manager.kis.client()
         now = self.manager.clock.now()
+        quotes: list[tuple[str, Envelope]] = []
         for symbol in symbols:
             quote = await client.get_quote(symbol)
             if quote.price <= 0:
                 continue  # KIS answers unknown codes with an empty quote
+            quotes.append(quote_envelope(quote_message(symbol, quote, now)))
             book = await client.get_order_book(symbol)
             row = {
                 "symbol": symbol,
@@ -113,6 +162,7 @@ class CollectorService:
                 "updated_at": now,
             }
             await repo.upsert_snapshots(session, [row], (*repo.TRADE_COLUMNS, *repo.BOOK_COLUMNS))
+        await self.manager.runtime.bus.publish_batch(quotes)
 
 
 def progress(job: CollectionJob, now: datetime) -> Progress:

@@ -19,7 +19,7 @@ DESCRIPTION = "Validation, cleaning, aggregation, indicators and regimes; writes
 
 def create_app(runtime: Runtime, settings: DataProcessorSettings | None = None) -> FastAPI:
     settings = settings or load_settings(DataProcessorSettings)
-    processor = Processor(runtime.clock)
+    processor = Processor(runtime.clock, settings.feature_sets)
     jobs = JobRunner(processor, runtime.sessionmaker, runtime.clock)
 
     @contextlib.asynccontextmanager

@@ -1,4 +1,4 @@
-"""Bus handlers: tick batches and bar batches, each applied once through the inbox.
+"""Bus handlers: tick batches, bar batches and quotes, each applied once through the inbox.
 
 The inbox claim, the writes and the features share one transaction; the features are
 published only after it commits. If the process dies between commit and publish, the
@@ -9,12 +9,16 @@ window; see the service docs).
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeAlias
+
 import structlog
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bus import Handler
-from common.contracts import Envelope, MarketBarV1, MarketTickBatchV1
+from common.contracts import Envelope, MarketBarV1, MarketQuoteV1, MarketTickBatchV1
 from common.db import idempotent
 from common.runtime import Runtime
 from data_processor.service import Outcome, Processor, features_message_id
@@ -24,51 +28,59 @@ log = structlog.get_logger(__name__)
 
 TICK_PATTERNS = ("tick.#",)
 BAR_PATTERNS = ("bar.#",)
+QUOTE_PATTERNS = ("quote.#",)
 PRODUCER = "data-processor"
 
 QUARANTINED = Counter(
     "tradebot_data_quarantined_total", "Records quarantined by the data processor", ["kind", "reason"]
 )
-STORED = Counter("tradebot_data_stored_total", "New ticks and bars stored by the data processor", ["kind"])
+STORED = Counter("tradebot_data_stored_total", "New ticks, bars and quotes stored by the data processor", ["kind"])
 FEATURES_PUBLISHED = Counter("tradebot_features_published_total", "features.v1 messages published", ["timeframe"])
+
+
+Payload: TypeAlias = MarketTickBatchV1 | MarketBarV1 | MarketQuoteV1
 
 
 def _inbox_name(queue: str) -> str:
     return queue[:128]
 
 
-def tick_handler(runtime: Runtime, processor: Processor, settings: DataProcessorSettings) -> Handler:
+def _handler(
+    runtime: Runtime,
+    settings: DataProcessorSettings,
+    queue: str,
+    payload_type: type[Payload],
+    process: Callable[[AsyncSession, Any, uuid.UUID], Awaitable[Outcome]],
+    kind: str,
+) -> Handler:
+    """A handler applying ``process`` once per message (inbox) and publishing its features after commit."""
+
     async def handle(envelope: Envelope) -> None:
         outcome = Outcome()
 
         async def apply(session: AsyncSession, message: Envelope) -> None:
             nonlocal outcome
-            if not isinstance(message.payload, MarketTickBatchV1):
-                log.warning("data_processor.unexpected_kind", kind=message.kind, queue=settings.tick_queue)
+            if not isinstance(message.payload, payload_type):
+                log.warning("data_processor.unexpected_kind", kind=message.kind, queue=queue)
                 return
-            outcome = await processor.process_ticks(session, message.payload, message.message_id)
+            outcome = await process(session, message.payload, message.message_id)
 
-        await idempotent(_inbox_name(settings.tick_queue), runtime.sessionmaker, apply, clock=runtime.clock)(envelope)
-        await _after_commit(runtime, settings, envelope, outcome, "tick")
+        await idempotent(_inbox_name(queue), runtime.sessionmaker, apply, clock=runtime.clock)(envelope)
+        await _after_commit(runtime, settings, envelope, outcome, kind)
 
     return handle
+
+
+def tick_handler(runtime: Runtime, processor: Processor, settings: DataProcessorSettings) -> Handler:
+    return _handler(runtime, settings, settings.tick_queue, MarketTickBatchV1, processor.process_ticks, "tick")
 
 
 def bar_handler(runtime: Runtime, processor: Processor, settings: DataProcessorSettings) -> Handler:
-    async def handle(envelope: Envelope) -> None:
-        outcome = Outcome()
+    return _handler(runtime, settings, settings.bar_queue, MarketBarV1, processor.process_bars, "bar")
 
-        async def apply(session: AsyncSession, message: Envelope) -> None:
-            nonlocal outcome
-            if not isinstance(message.payload, MarketBarV1):
-                log.warning("data_processor.unexpected_kind", kind=message.kind, queue=settings.bar_queue)
-                return
-            outcome = await processor.process_bars(session, message.payload, message.message_id)
 
-        await idempotent(_inbox_name(settings.bar_queue), runtime.sessionmaker, apply, clock=runtime.clock)(envelope)
-        await _after_commit(runtime, settings, envelope, outcome, "bar")
-
-    return handle
+def quote_handler(runtime: Runtime, processor: Processor, settings: DataProcessorSettings) -> Handler:
+    return _handler(runtime, settings, settings.quote_queue, MarketQuoteV1, processor.process_quote, "quote")
 
 
 async def _after_commit(
@@ -101,4 +113,7 @@ async def _after_commit(
 async def start_consumers(runtime: Runtime, processor: Processor, settings: DataProcessorSettings) -> None:
     await runtime.bus.subscribe(settings.tick_queue, TICK_PATTERNS, tick_handler(runtime, processor, settings))
     await runtime.bus.subscribe(settings.bar_queue, BAR_PATTERNS, bar_handler(runtime, processor, settings))
-    log.info("data_processor.consuming", ticks=settings.tick_queue, bars=settings.bar_queue)
+    await runtime.bus.subscribe(settings.quote_queue, QUOTE_PATTERNS, quote_handler(runtime, processor, settings))
+    log.info(
+        "data_processor.consuming", ticks=settings.tick_queue, bars=settings.bar_queue, quotes=settings.quote_queue
+    )

@@ -1,4 +1,4 @@
-"""Technical features of closed bars, with TA-Lib.
+"""Feature sets of closed bars: ``ta.v1`` (TA-Lib, here) and ``mt-ohlcv-v1`` (the trainer's, from ``common``).
 
 The feature row of bar ``t`` is a pure function of the ``WINDOW`` bars ending at ``t``
 (``features_at``). Incremental updates (one bar closes) and batch recomputation (a whole
@@ -14,12 +14,14 @@ this in a worker thread.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 import talib
+
+from common.features import mt_ohlcv
 
 FEATURE_SET = "ta.v1"
 WINDOW = 250
@@ -155,9 +157,147 @@ def compute(w: Series) -> dict[str, float | None]:
     return out
 
 
+# TA-Lib's SMA and OBV keep running sums. Over integer KRW prices and share volumes those
+# sums are exact in float64 while they stay below 2**53, so one call over the whole series gives
+# every window's value bit for bit; above this price (squares summed over 20 bars) we fall back
+# to one call per window.
+EXACT_SUM_PRICE_LIMIT = 2.0e7
+_PER_WINDOW = (
+    *("ema_12", "ema_26", "rsi_14", "macd", "macd_signal", "macd_hist"),
+    *("bb_upper", "bb_lower", "atr_14", "stoch_k", "stoch_d"),
+)
+
+
 def compute_range(s: Series, first: int) -> list[dict[str, float | None]]:
-    """Feature rows of bars ``first … len(s)-1``: the batch path, one ``features_at`` per bar."""
-    return [features_at(s, end) for end in range(first, len(s))]
+    """Feature rows of bars ``first … len(s)-1``, each bit-identical to ``features_at(s, end)``.
+
+    Recursive indicators (EMA, RSI, MACD, ATR, STOCH) restart at every window's first bar, and
+    TA-Lib's Bollinger deviation is not a running sum, so TA-Lib runs once per window for them;
+    the window-local rest is computed for the whole range at once (see ``EXACT_SUM_PRICE_LIMIT``).
+    """
+    total = len(s)
+    count = total - first
+    if count <= 0:
+        return []
+    close, high, low, volume = s.close, s.high, s.low, s.volume
+    columns: dict[str, Array] = {name: np.empty(count) for name in _PER_WINDOW}
+    for i, end in enumerate(range(first, total)):
+        start = max(0, end + 1 - WINDOW)
+        c, h, lo = close[start : end + 1], high[start : end + 1], low[start : end + 1]
+        macd, signal, hist = talib.MACD(c, fastperiod=12, slowperiod=26, signalperiod=9)
+        upper, _, lower = talib.BBANDS(c, timeperiod=20, nbdevup=2.0, nbdevdn=2.0)
+        columns["bb_upper"][i], columns["bb_lower"][i] = upper[-1], lower[-1]
+        stoch_k, stoch_d = talib.STOCH(h, lo, c, fastk_period=14, slowk_period=3, slowd_period=3)
+        columns["ema_12"][i] = talib.EMA(c, timeperiod=12)[-1]
+        columns["ema_26"][i] = talib.EMA(c, timeperiod=26)[-1]
+        columns["rsi_14"][i] = talib.RSI(c, timeperiod=14)[-1]
+        columns["macd"][i], columns["macd_signal"][i], columns["macd_hist"][i] = macd[-1], signal[-1], hist[-1]
+        columns["atr_14"][i] = talib.ATR(h, lo, c, timeperiod=14)[-1]
+        columns["stoch_k"][i], columns["stoch_d"][i] = stoch_k[-1], stoch_d[-1]
+    columns.update(_window_local(s, first))
+
+    ends = np.arange(first, total)
+    bars = np.minimum(ends + 1, WINDOW).astype(np.float64)
+    last = close[first:]
+    upper, lower = columns["bb_upper"], columns["bb_lower"]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        columns["bb_percent_b"] = np.where(upper != lower, (last - lower) / (upper - lower), np.nan)
+        for horizon in RETURN_HORIZONS:
+            before = np.where(bars > horizon, close[np.maximum(ends - horizon, 0)], np.nan)
+            columns[f"ret_{horizon}"] = np.where(before != 0, last / before - 1, np.nan)
+            # math.log, not np.log: numpy's vectorised log may differ from libm's in the last bit.
+            ratios = (last / before).tolist()
+            columns[f"logret_{horizon}"] = np.array([math.log(q) if q == q else math.nan for q in ratios])
+        log_returns = np.full(total, np.nan)
+        log_returns[1:] = np.log(close[1:] / close[:-1])
+        vol = np.full(total, np.nan)
+        if total > VOLATILITY_WINDOW:
+            vol[VOLATILITY_WINDOW:] = np.lib.stride_tricks.sliding_window_view(log_returns[1:], VOLATILITY_WINDOW).std(
+                axis=1, ddof=1
+            )
+        columns[f"realized_vol_{VOLATILITY_WINDOW}"] = np.where(bars > VOLATILITY_WINDOW, vol[first:], np.nan)
+        average_volume = columns.pop("_volume_sma")
+        ratio = volume[first:] / average_volume
+        columns[f"volume_ratio_{VOLUME_WINDOW}"] = np.where(average_volume != 0, ratio, np.nan)
+        value, traded = s.value[first:], volume[first:]
+        columns["vwap"] = np.where(traded > 0, value / traded, np.nan)
+    columns["bars_in_window"] = bars
+
+    matrix = np.stack([columns[name] for name in FEATURE_NAMES], axis=1)
+    matrix[~np.isfinite(matrix)] = np.nan
+    return [
+        {name: (None if v != v else v) for name, v in zip(FEATURE_NAMES, row, strict=True)}
+        for row in matrix.tolist()
+    ]
+
+
+def _window_local(s: Series, first: int) -> dict[str, Array]:
+    """SMA 5/20/60, Bollinger bands, OBV and the volume SMA of bars ``first…`` (running sums: exact)."""
+    close, volume = s.close, s.volume
+    if len(close) and float(np.max(close)) >= EXACT_SUM_PRICE_LIMIT:
+        return _window_local_per_window(s, first)
+    middle = talib.SMA(close, timeperiod=20)
+    out = {
+        "sma_5": talib.SMA(close, timeperiod=5)[first:],
+        "sma_20": middle[first:],
+        "sma_60": talib.SMA(close, timeperiod=60)[first:],
+        "bb_middle": middle[first:],
+        "_volume_sma": talib.SMA(volume, timeperiod=VOLUME_WINDOW)[first:],
+    }
+    # OBV of a window: its first bar's volume, then ± each later bar's volume by the close's move.
+    signed = np.zeros(len(close))
+    signed[1:] = np.sign(np.diff(close)) * volume[1:]
+    cumulative = np.cumsum(signed)
+    ends = np.arange(first, len(close))
+    starts = np.maximum(0, ends + 1 - WINDOW)
+    out["obv"] = volume[starts] + cumulative[ends] - cumulative[starts]
+    return out
+
+
+def _window_local_per_window(s: Series, first: int) -> dict[str, Array]:
+    names = ("sma_5", "sma_20", "sma_60", "bb_middle", "_volume_sma", "obv")
+    out = {name: np.empty(len(s) - first) for name in names}
+    for i, end in enumerate(range(first, len(s))):
+        start = max(0, end + 1 - WINDOW)
+        c, v = s.close[start : end + 1], s.volume[start : end + 1]
+        out["sma_5"][i] = talib.SMA(c, timeperiod=5)[-1]
+        out["sma_20"][i] = out["bb_middle"][i] = talib.SMA(c, timeperiod=20)[-1]
+        out["sma_60"][i] = talib.SMA(c, timeperiod=60)[-1]
+        out["_volume_sma"][i] = talib.SMA(v, timeperiod=VOLUME_WINDOW)[-1]
+        out["obv"][i] = talib.OBV(c, v)[-1]
+    return out
+
+
+def mt_ohlcv_range(s: Series, first: int) -> list[dict[str, float | None]]:
+    """``mt-ohlcv-v1`` rows of bars ``first…``: the trainer's own ``feature_matrix`` over the bars they need.
+
+    Row ``t`` depends only on bars ``t-LOOKBACK+1 … t`` (None while fewer than ``LOOKBACK`` bars
+    exist), so this equals the trainer's computation over the symbol's whole history.
+    """
+    if first >= len(s):
+        return []
+    start = max(0, first - (mt_ohlcv.LOOKBACK - 1))
+    matrix = mt_ohlcv.feature_matrix(s.open[start:], s.high[start:], s.low[start:], s.close[start:], s.volume[start:])
+    matrix = matrix[first - start :]
+    matrix[~np.isfinite(matrix)] = np.nan
+    names = mt_ohlcv.FEATURE_NAMES
+    return [{n: (None if v != v else v) for n, v in zip(names, row, strict=True)} for row in matrix.tolist()]
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """A published feature set: its name, its columns, the bars a row needs, and the batch computation."""
+
+    name: str
+    names: tuple[str, ...]
+    lookback: int
+    compute_range: Callable[[Series, int], list[dict[str, float | None]]]
+
+
+FEATURE_SETS: dict[str, FeatureSet] = {
+    FEATURE_SET: FeatureSet(FEATURE_SET, FEATURE_NAMES, WINDOW, compute_range),
+    mt_ohlcv.FEATURE_SET: FeatureSet(mt_ohlcv.FEATURE_SET, mt_ohlcv.FEATURE_NAMES, mt_ohlcv.LOOKBACK, mt_ohlcv_range),
+}
 
 
 def rsi(closes: Sequence[int], window: int) -> list[float | None]:

@@ -8,23 +8,26 @@ transaction and never commits.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select, text, tuple_, update
+from sqlalchemy import delete, func, or_, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.dml import Insert
 
+from common.contracts import MarketQuoteV1
 from common.db import BarRecord, FeatureRecord, TickRecord, insert_ignoring_duplicates
-from common.db.processing import BarFlag, ProcessingJob, QuarantinedRecord
+from common.db.processing import BarFlag, Fundamentals, ProcessingJob, QuarantinedRecord
 from data_processor.aggregation import MINUTE, BarRow, TickRow, daily_bars, minute_bars
 from data_processor.validation import FLAG_GAP, Flag, Rejection
 
 TICK_COLUMNS = ("symbol", "ts", "seq", "price", "volume", "cum_volume", "side")
 BAR_COLUMNS = ("symbol", "timeframe", "ts", "open", "high", "low", "close", "volume", "value")
+FEATURE_COLUMNS = ("symbol", "timeframe", "ts", "feature_set", "values")
 SQLITE_CHUNK = 500
 # Minute bars of one session day lie within this span from the day's 09:00 KST.
 SESSION_SPAN = timedelta(hours=12)
@@ -45,31 +48,39 @@ async def _asyncpg(session: AsyncSession) -> Any:
     return raw.driver_connection
 
 
+async def _copy_via_stage(
+    session: AsyncSession, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]], conflict: str
+) -> int:
+    """PostgreSQL: COPY into ``_stage_<table>`` (a temp table emptied at commit), then one
+    ``INSERT … SELECT … <conflict>`` from it; returns how many rows it inserted or updated."""
+    conn = await _asyncpg(session)
+    stage = f"_stage_{table}"
+    await conn.execute(
+        f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
+    )
+    await conn.copy_records_to_table(stage, records=rows, columns=list(columns))
+    names = ", ".join(f'"{c}"' for c in columns)
+    # Table and column names come from this module's constants, never from input.
+    status: str = await conn.execute(
+        f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} {conflict}"  # noqa: S608
+    )
+    await conn.execute(f"TRUNCATE {stage}")
+    return int(status.rsplit(" ", 1)[-1])
+
+
 async def copy_insert_ignoring(
     session: AsyncSession, table: str, columns: Sequence[str], rows: Sequence[tuple[Any, ...]]
 ) -> int:
     """Insert rows, skipping those whose key exists; returns how many were new.
 
-    PostgreSQL: COPY into ``_stage_<table>`` (a temp table emptied at commit), then one
-    insert-or-ignore from it. SQLite: chunked executemany insert-or-ignore.
+    PostgreSQL: COPY through a staging table, then one insert-or-ignore. SQLite: chunked
+    executemany insert-or-ignore.
     """
     if not rows:
         return 0
     dialect = dialect_of(session)
     if dialect == "postgresql":
-        conn = await _asyncpg(session)
-        stage = f"_stage_{table}"
-        await conn.execute(
-            f"CREATE TEMP TABLE IF NOT EXISTS {stage} (LIKE {table} INCLUDING DEFAULTS) ON COMMIT DELETE ROWS"
-        )
-        await conn.copy_records_to_table(stage, records=rows, columns=list(columns))
-        names = ", ".join(columns)
-        # Table and column names come from this module's constants, never from input.
-        status: str = await conn.execute(
-            f"INSERT INTO {table} ({names}) SELECT {names} FROM {stage} ON CONFLICT DO NOTHING"  # noqa: S608
-        )
-        await conn.execute(f"TRUNCATE {stage}")
-        return int(status.rsplit(" ", 1)[-1])
+        return await _copy_via_stage(session, table, columns, rows, "ON CONFLICT DO NOTHING")
     model = {"ticks": TickRecord, "bars": BarRecord}[table]
     inserted = 0
     # Core execution: the ORM's bulk path does not report how many rows were really inserted.
@@ -257,23 +268,56 @@ async def load_history(
     return rows
 
 
-async def upsert_features(
-    session: AsyncSession,
-    symbol: str,
-    timeframe: str,
-    feature_set: str,
-    rows: Sequence[tuple[datetime, dict[str, Any]]],
+# Below this many rows one multi-row upsert is a single round trip; COPY through the stage costs four.
+COPY_MIN_ROWS = 500
+
+
+async def write_features(
+    session: AsyncSession, symbol: str, timeframe: str, rows: Sequence[tuple[datetime, str, dict[str, Any]]]
 ) -> None:
+    """Store ``(ts, feature_set, values)`` rows, replacing the values of rows already stored (a recomputation)."""
     if not rows:
         return
-    columns = ("symbol", "timeframe", "ts", "feature_set", "values")
-    statement = _upsert(dialect_of(session), FeatureRecord, columns[:4], ("values",))
+    dialect = dialect_of(session)
+    if dialect == "postgresql" and len(rows) >= COPY_MIN_ROWS:
+        records = [(symbol, timeframe, ts, name, json.dumps(values)) for ts, name, values in rows]
+        conflict = 'ON CONFLICT (symbol, timeframe, ts, feature_set) DO UPDATE SET "values" = excluded."values"'
+        await _copy_via_stage(session, "features", FEATURE_COLUMNS, records, conflict)
+        return
+    statement = _upsert(dialect, FeatureRecord, FEATURE_COLUMNS[:4], ("values",))
     payload = [
-        {"symbol": symbol, "timeframe": timeframe, "ts": ts, "feature_set": feature_set, "values": values}
-        for ts, values in rows
+        {"symbol": symbol, "timeframe": timeframe, "ts": ts, "feature_set": name, "values": values}
+        for ts, name, values in rows
     ]
     for start in range(0, len(payload), 2_000):
         await session.execute(statement, payload[start : start + 2_000])
+
+
+async def store_fundamentals(session: AsyncSession, quote: MarketQuoteV1, now: datetime) -> int:
+    """Keep a quote's fundamentals (once per symbol and fetch time); returns 1 when new."""
+    row = quote.model_dump(exclude={"kind"}) | {"received_at": now}
+    result = await session.execute(insert_ignoring_duplicates(Fundamentals, dialect_of(session)).values(row))
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
+async def fundamentals_between(
+    session: AsyncSession, symbol: str, first: datetime, last: datetime
+) -> list[Fundamentals]:
+    """The fundamentals a bar closing anywhere in ``[first, last]`` may use, oldest first: the latest
+    row at or before ``first`` and every row after it up to ``last``."""
+    latest_before = (
+        select(func.max(Fundamentals.ts)).where(Fundamentals.symbol == symbol, Fundamentals.ts <= first)
+    ).scalar_subquery()
+    statement = (
+        select(Fundamentals)
+        .where(
+            Fundamentals.symbol == symbol,
+            Fundamentals.ts <= last,
+            or_(latest_before.is_(None), Fundamentals.ts >= latest_before),
+        )
+        .order_by(Fundamentals.ts)
+    )
+    return list((await session.execute(statement)).scalars())
 
 
 async def write_flags(session: AsyncSession, flags: Sequence[Flag]) -> None:

@@ -16,7 +16,7 @@ from common.db.processing import ProcessingJob
 from common.errors import InvalidInput
 from data_processor import repository as repo
 from data_processor.aggregation import BarRow
-from data_processor.features import FEATURE_NAMES, FEATURE_SET
+from data_processor.features import FEATURE_SETS
 from data_processor.schemas import (
     FeatureRow,
     FeaturesPage,
@@ -34,6 +34,7 @@ router = APIRouter(tags=["data-processor"])
 SymbolQuery = Annotated[str, Query(pattern=SYMBOL_PATTERN, description="KRX short code, e.g. 005930")]
 TimeframeQuery = Annotated[Literal["1m", "1d"], Query(description="bar timeframe")]
 StartQuery = Annotated[datetime | None, Query(description="first bar time (ISO 8601 with offset), inclusive")]
+FeatureSetName = Literal["ta.v1", "mt-ohlcv-v1"]
 EndQuery = Annotated[datetime | None, Query(description="last bar time (ISO 8601 with offset), inclusive")]
 
 
@@ -90,26 +91,31 @@ async def features(
     cursor: Annotated[datetime | None, Query(description="next_cursor of the previous page")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1_000,
     format: Annotated[Literal["json", "csv"], Query(description="response format")] = "json",
+    feature_set: Annotated[FeatureSetName, Query(description="ta.v1 (TA-Lib) or mt-ohlcv-v1 (the trainer's)")] = (
+        "ta.v1"
+    ),
 ) -> FeaturesPage | Response:
     start, end = _range(start, end)
     cursor = _aware("cursor", cursor)
-    rows = await repo.read_features(session, symbol, timeframe, FEATURE_SET, start, end, cursor, limit + 1)
+    rows = await repo.read_features(session, symbol, timeframe, feature_set, start, end, cursor, limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     next_cursor = rows[-1][0] if more and rows else None
     if format == "csv":
-        return _csv(rows, next_cursor)
+        return _csv(FEATURE_SETS[feature_set].names, rows, next_cursor)
     return FeaturesPage(
         symbol=symbol,
         timeframe=timeframe,
-        feature_set=FEATURE_SET,
+        feature_set=feature_set,
         rows=[FeatureRow(ts=ts, values=values) for ts, values in rows],
         next_cursor=next_cursor,
     )
 
 
-def _csv(rows: list[tuple[datetime, dict[str, float | None]]], next_cursor: datetime | None) -> Response:
-    names = list(FEATURE_NAMES) + sorted({k for _, v in rows for k in v} - set(FEATURE_NAMES))
+def _csv(
+    columns: tuple[str, ...], rows: list[tuple[datetime, dict[str, float | None]]], next_cursor: datetime | None
+) -> Response:
+    names = list(columns) + sorted({k for _, v in rows for k in v} - set(columns))
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["ts", *names])

@@ -9,6 +9,7 @@ transaction has committed.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import json
 import uuid
@@ -17,18 +18,26 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
-from typing import Any
 
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.clock import Clock
-from common.contracts import FeaturesV1, MarketBarV1, MarketTickBatchV1
-from common.db.processing import ProcessingJob
+from common.contracts import FeaturesV1, MarketBarV1, MarketQuoteV1, MarketTickBatchV1
+from common.db.processing import Fundamentals, ProcessingJob
 from common.errors import InvalidInput, NotFound
 from data_processor import repository as repo
-from data_processor.aggregation import BarRow, TickRow, day_is_closed, minute_bars, minute_is_closed, minute_of
-from data_processor.features import FEATURE_SET, WINDOW, Series, compute_range, moving_average, rsi
+from data_processor.aggregation import (
+    MINUTE,
+    BarRow,
+    TickRow,
+    day_is_closed,
+    minute_bars,
+    minute_is_closed,
+    minute_of,
+)
+from data_processor.features import FEATURE_SET, FEATURE_SETS, FeatureSet, Series, moving_average, rsi
+from data_processor.settings import DEFAULT_FEATURE_SETS
 from data_processor.validation import (
     FLAG_AMENDED,
     Flag,
@@ -38,6 +47,7 @@ from data_processor.validation import (
     daily_bar_ts,
     gap_flags,
     kst_day,
+    session_close,
     session_day,
 )
 
@@ -46,6 +56,8 @@ log = structlog.get_logger(__name__)
 FEATURES_NAMESPACE = uuid.UUID("5b0f5a8e-8a4e-4c1e-9f77-6a0d3c4f2b10")
 MAX_INDICATOR_BARS = 200_000
 JOB_CHUNK = 2_000
+# ``ta.v1`` rows carry the latest quote's fundamentals known at the bar's close, under these names.
+FUNDAMENTAL_FIELDS = ("per", "pbr", "eps", "bps", "market_cap", "foreign_ownership_pct")
 
 
 @dataclass
@@ -63,7 +75,25 @@ class Outcome:
 def features_message_id(message: FeaturesV1) -> uuid.UUID:
     """Same features, same id: a republished row is a duplicate the inferencer's inbox skips."""
     digest = hashlib.sha256(json.dumps(message.values, sort_keys=True).encode()).hexdigest()[:16]
-    return uuid.uuid5(FEATURES_NAMESPACE, f"{message.symbol}|{message.timeframe}|{message.ts.isoformat()}|{digest}")
+    key = f"{message.symbol}|{message.timeframe}|{message.ts.isoformat()}|{message.feature_set}|{digest}"
+    return uuid.uuid5(FEATURES_NAMESPACE, key)
+
+
+def bar_close(timeframe: str, ts: datetime) -> datetime:
+    """The instant a bar's data is complete: the session's close for a day, the minute's end (at most 15:30)."""
+    close = session_close(session_day(ts))
+    return close if timeframe == "1d" else min(ts + MINUTE, close)
+
+
+def fundamental_values(row: Fundamentals | None) -> dict[str, float | None]:
+    """``fund_*`` feature values of a quote's fundamentals (empty when no quote is known)."""
+    if row is None:
+        return {}
+    values: dict[str, float | None] = {}
+    for name in FUNDAMENTAL_FIELDS:
+        value = getattr(row, name)
+        values[f"fund_{name}"] = None if value is None else float(value)
+    return values
 
 
 def _always(_: datetime) -> bool:
@@ -81,8 +111,14 @@ def _day_closed(watermark: datetime, ts: datetime) -> bool:
 class Processor:
     """Validation, storage, aggregation and feature updates for incoming market data."""
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, feature_sets: Sequence[str] = DEFAULT_FEATURE_SETS) -> None:
+        unknown = sorted(set(feature_sets) - set(FEATURE_SETS))
+        if unknown or not feature_sets:
+            raise ValueError(f"unknown or no feature sets {unknown}; known: {sorted(FEATURE_SETS)}")
         self._clock = clock
+        self.feature_sets: tuple[FeatureSet, ...] = tuple(FEATURE_SETS[name] for name in dict.fromkeys(feature_sets))
+        # Bars a refresh must look back and forward: the longest window of any configured set.
+        self.window = max(f.lookback for f in self.feature_sets)
         # Previous closes are history: once found they do not change (a correction would be a new bar).
         self._base_prices: dict[tuple[str, date], int] = {}
 
@@ -225,11 +261,12 @@ class Processor:
         end: datetime | None = None,
         limit: int | None = None,
     ) -> list[FeaturesV1]:
-        """Recompute and store the features of closed bars from ``start`` on; returns them.
+        """Recompute and store every configured feature set of closed bars from ``start`` on; returns them.
 
         Stops at the first bar not yet closed, at ``end`` (inclusive), after ``limit`` bars, or
-        ``WINDOW-1`` bars after ``last_changed`` (later rows cannot see the change). Gap flags
-        of the same bars are recomputed alongside.
+        ``window-1`` bars after ``last_changed`` (later rows cannot see the change). Gap flags
+        of the same bars are recomputed alongside. Messages come bar by bar, in the order of
+        the configured sets.
         """
         current = await repo.load_bars(session, symbol, timeframe, start, None, limit=limit)
         cut = len(current)
@@ -240,31 +277,55 @@ class Processor:
         current = current[:cut]
         if last_changed is not None:
             changed = sum(1 for b in current if b.ts <= last_changed)
-            current = current[: changed + WINDOW - 1]
+            current = current[: changed + self.window - 1]
         if not current:
             return []
-        history = await repo.load_history(session, symbol, timeframe, current[0].ts, WINDOW - 1)
+        history = await repo.load_history(session, symbol, timeframe, current[0].ts, self.window - 1)
         rows = history + current
         series = Series.of([(b.open, b.high, b.low, b.close, b.volume, b.value) for b in rows])
-        values = await asyncio.to_thread(compute_range, series, len(history))
+        computed = await asyncio.to_thread(_compute_sets, self.feature_sets, series, len(history))
 
         neighbours = history[-1:] + current
         gaps = gap_flags(timeframe, [(b.symbol, b.ts) for b in neighbours])
         await repo.replace_gap_flags(session, symbol, timeframe, current[0].ts, current[-1].ts, gaps)
-        gapped = {f.ts for f in gaps}
-        stored: list[tuple[datetime, dict[str, Any]]] = []
+        if FEATURE_SET in computed:
+            gapped = {f.ts for f in gaps}
+            closes = [bar_close(timeframe, b.ts) for b in current]
+            known = await repo.fundamentals_between(session, symbol, closes[0], closes[-1])
+            stamps = [f.ts for f in known]
+            for bar, bar_end, row in zip(current, closes, computed[FEATURE_SET], strict=True):
+                row["halted"] = 1.0 if bar.volume == 0 else 0.0
+                row["after_gap"] = 1.0 if bar.ts in gapped else 0.0
+                # The latest quote fetched at or before the bar's close: never one from its future.
+                position = bisect.bisect_right(stamps, bar_end)
+                row.update(fundamental_values(known[position - 1] if position else None))
+        stored = [
+            (bar.ts, feature_set.name, computed[feature_set.name][index])
+            for feature_set in self.feature_sets
+            for index, bar in enumerate(current)
+        ]
+        await repo.write_features(session, symbol, timeframe, stored)
         messages: list[FeaturesV1] = []
-        for bar, row in zip(current, values, strict=True):
-            row["halted"] = 1.0 if bar.volume == 0 else 0.0
-            row["after_gap"] = 1.0 if bar.ts in gapped else 0.0
-            stored.append((bar.ts, row))
-            messages.append(
+        for index, bar in enumerate(current):
+            messages.extend(
                 FeaturesV1(
-                    symbol=symbol, timeframe=timeframe, ts=bar.ts, close=bar.close, values=row, feature_set=FEATURE_SET
+                    symbol=symbol,
+                    timeframe=timeframe,
+                    ts=bar.ts,
+                    close=bar.close,
+                    values=computed[feature_set.name][index],
+                    feature_set=feature_set.name,
                 )
+                for feature_set in self.feature_sets
             )
-        await repo.upsert_features(session, symbol, timeframe, FEATURE_SET, stored)
         return messages
+
+    # -- quotes -------------------------------------------------------------------------------
+
+    async def process_quote(self, session: AsyncSession, quote: MarketQuoteV1, message_id: uuid.UUID) -> Outcome:
+        """Keep a quote's fundamentals; ``ta.v1`` rows of bars closing from ``quote.ts`` on will carry them."""
+        stored = await repo.store_fundamentals(session, quote, self._clock.now())
+        return Outcome(stored=stored)
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -376,7 +437,7 @@ class JobRunner:
             async with self._sessionmaker.begin() as session:
                 total = await repo.count_bars(session, symbols, timeframe, start, end)
                 await repo.update_job(session, job_id, status="running", total=total, updated_at=self._clock.now())
-            done = 0
+            done = written = 0
             for symbol in symbols:
                 cursor = start
                 while True:
@@ -384,13 +445,15 @@ class JobRunner:
                         rows = await self._processor.refresh_features(
                             session, symbol, timeframe, cursor, closed=_always, end=end, limit=JOB_CHUNK
                         )
-                        done += len(rows)
+                        bars = sorted({row.ts for row in rows})
+                        done += len(bars)
+                        written += len(rows)
                         await repo.update_job(
-                            session, job_id, done=done, features_written=done, updated_at=self._clock.now()
+                            session, job_id, done=done, features_written=written, updated_at=self._clock.now()
                         )
-                    if len(rows) < JOB_CHUNK:
+                    if len(bars) < JOB_CHUNK:
                         break
-                    cursor = rows[-1].ts + timedelta(microseconds=1)
+                    cursor = bars[-1] + timedelta(microseconds=1)
             async with self._sessionmaker.begin() as session:
                 await repo.update_job(session, job_id, status="succeeded", updated_at=self._clock.now())
             log.info("data_processor.job_succeeded", job_id=str(job_id), bars=done)
@@ -404,6 +467,13 @@ class JobRunner:
     async def _fail(self, job_id: uuid.UUID, error: str) -> None:
         async with self._sessionmaker.begin() as session:
             await repo.update_job(session, job_id, status="failed", error=error, updated_at=self._clock.now())
+
+
+def _compute_sets(
+    feature_sets: Sequence[FeatureSet], series: Series, first: int
+) -> dict[str, list[dict[str, float | None]]]:
+    """Every set's rows of bars ``first…`` (one worker-thread hop for all of them)."""
+    return {f.name: f.compute_range(series, first) for f in feature_sets}
 
 
 async def quarantine_source_rows(

@@ -7,6 +7,8 @@ reset when an intraday model sees a new KST trading day. Forward passes run in a
 
 Features of one symbol are processed in order (a lock per symbol and timeframe); a message at
 or before the last timestamp seen (a redelivery) is ignored, so state never advances twice.
+The data-processor publishes several feature sets for the same bar; windows are kept per set,
+and only the served model's ``feature_set`` ever reaches it (other sets would give it zeros).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ log = structlog.get_logger(__name__)
 
 DECISION_NAMESPACE = uuid.UUID("6f1c5a52-2b1e-4d07-9a8f-3c1d2e4b5a60")
 Row = dict[str, float | None]
+WindowKey = tuple[str, str, str]  # symbol, timeframe, feature set
 
 
 @dataclass
@@ -77,9 +80,9 @@ class InferenceEngine:
     def __init__(self, executor: Executor) -> None:
         self._executor = executor
         self.slot: ModelSlot | None = None
-        self._windows: dict[tuple[str, str], deque[Row]] = {}
-        self._last_ts: dict[tuple[str, str], datetime] = {}
-        self._locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._windows: dict[WindowKey, deque[Row]] = {}
+        self._last_ts: dict[WindowKey, datetime] = {}
+        self._locks: dict[WindowKey, asyncio.Lock] = {}
 
     @property
     def model(self) -> LoadedModel | None:
@@ -94,7 +97,7 @@ class InferenceEngine:
                 self._windows[key] = deque(rows, maxlen=model.manifest.window)
         log.info("inferencer.model_swapped", previous=previous, version=model.version)
 
-    def _window(self, key: tuple[str, str]) -> deque[Row]:
+    def _window(self, key: WindowKey) -> deque[Row]:
         rows = self._windows.get(key)
         if rows is None:
             size = self.slot.model.manifest.window if self.slot else 1
@@ -108,8 +111,14 @@ class InferenceEngine:
         return await loop.run_in_executor(self._executor, slot.model.forward, rows, position, h, c)
 
     async def on_features(self, features: FeaturesV1) -> Decision | None:
-        """Add a bar's features; the decision when a model is loaded and its window is full."""
-        key = (features.symbol, features.timeframe)
+        """Add a bar's features; the decision when a model is loaded and its window is full.
+
+        Features of a set other than the served model's are ignored (kept per set while no model is loaded).
+        """
+        key = (features.symbol, features.timeframe, features.feature_set)
+        served = self.slot
+        if served is not None and features.feature_set != served.model.manifest.feature_set:
+            return None
         lock = self._locks.setdefault(key, asyncio.Lock())
         async with lock:
             last = self._last_ts.get(key)
@@ -120,7 +129,11 @@ class InferenceEngine:
             rows = self._window(key)
             rows.append(dict(features.values))
             slot = self.slot
-            if slot is None or features.timeframe != slot.model.manifest.timeframe:
+            if (
+                slot is None
+                or features.timeframe != slot.model.manifest.timeframe
+                or features.feature_set != slot.model.manifest.feature_set
+            ):
                 return None
             manifest = slot.model.manifest
             if len(rows) < manifest.window:
@@ -165,7 +178,7 @@ class InferenceEngine:
             h, c = slot.model.zero_state()
             prediction, _, _ = await self._run(slot, rows, position or 0.0, h, c)
             return slot.model, prediction, False
-        window = list(self._windows.get((symbol, timeframe), ()))
+        window = list(self._windows.get((symbol, timeframe, manifest.feature_set), ()))
         if len(window) < manifest.window:
             return None
         state = slot.state(symbol)

@@ -1,6 +1,6 @@
-"""Tables of the data processor: quarantined records, bar flags and processing jobs.
+"""Tables of the data processor: quarantined records, bar flags, processing jobs and fundamentals.
 
-Created by migration ``0002_data_processor``. ``quarantine`` is keyed by the message a record
+Created by migrations ``0002_data_processor`` and ``0008_fundamentals``. ``quarantine`` is keyed by the message a record
 came in and its position there, so a redelivered message cannot quarantine a record twice.
 """
 
@@ -8,12 +8,34 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
-from sqlalchemy import CheckConstraint, Index, Integer, String, Text
+from sqlalchemy import BigInteger, CheckConstraint, Dialect, Index, Integer, Numeric, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator, TypeEngine
 
 from common.db.models import Base, JsonDocument
+
+
+class ExactDecimal(TypeDecorator[Decimal]):
+    """``NUMERIC`` on PostgreSQL; decimal text on SQLite, which has no exact decimal type."""
+
+    impl = String(40)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(Numeric(asdecimal=True))
+        return dialect.type_descriptor(String(40))
+
+    def process_bind_param(self, value: Decimal | None, dialect: Dialect) -> Any:
+        if value is None or dialect.name == "postgresql":
+            return value
+        return str(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Decimal | None:
+        return None if value is None else Decimal(value)
 
 
 class QuarantinedRecord(Base):
@@ -64,3 +86,25 @@ class ProcessingJob(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(index=True)
     updated_at: Mapped[datetime]
+
+
+class Fundamentals(Base):
+    """The fundamentals of a broker quote (``market.quote.v1``), one row per symbol and fetch time.
+
+    Feature rows look up the latest row whose ``ts`` is at or before the bar's close, so a row
+    never leaks into bars that closed before it was fetched.
+    """
+
+    __tablename__ = "fundamentals"
+
+    symbol: Mapped[str] = mapped_column(String(7), primary_key=True)
+    ts: Mapped[datetime] = mapped_column(primary_key=True)
+    price: Mapped[int] = mapped_column(BigInteger)
+    per: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    pbr: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    eps: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    bps: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    market_cap: Mapped[int | None] = mapped_column(BigInteger)
+    foreign_ownership_pct: Mapped[Decimal | None] = mapped_column(ExactDecimal)
+    listed_shares: Mapped[int | None] = mapped_column(BigInteger)
+    received_at: Mapped[datetime]

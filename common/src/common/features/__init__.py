@@ -1,0 +1,1 @@
+"""Feature sets shared by more than one service (dependency-light: numpy only)."""
