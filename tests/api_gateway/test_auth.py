@@ -201,3 +201,29 @@ async def test_a_placeholder_admin_password_is_only_warned_about_in_development(
         with pytest.raises(Operational, match="placeholder"):
             async with app.router.lifespan_context(app):
                 pass
+
+
+async def test_two_replicas_bootstrapping_at_once_create_one_admin_and_both_start(pg_url: str) -> None:
+    import asyncio
+
+    from api_gateway.accounts import Accounts
+    from common.clock import SystemClock
+
+    runtime = Runtime.from_settings(RuntimeSettings(mode=Mode.ALLINONE, database_url=SecretStr(pg_url)))
+    async with runtime:
+        accounts = Accounts(SystemClock(), TokenIssuer("s" * 40, "test", timedelta(minutes=5)))
+        both_saw_no_users = asyncio.Barrier(2)
+
+        async def replica() -> bool:
+            async with runtime.sessionmaker() as session:
+                await session.execute(select(ApiUser.id))  # opens the transaction before either inserts
+                await both_saw_no_users.wait()
+                created = await accounts.bootstrap_admin(session, "admin", ADMIN_PASSWORD)
+                await session.commit()
+                return created
+
+        results = await asyncio.gather(replica(), replica())
+        async with runtime.sessionmaker() as session:
+            names = (await session.scalars(select(ApiUser.username))).all()
+    assert sorted(results) == [False, True]
+    assert names == ["admin"]

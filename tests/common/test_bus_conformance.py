@@ -268,3 +268,31 @@ async def test_close_waits_for_handler_in_flight(make_bus: BusFactory) -> None:
 async def test_healthy_after_start(make_bus: BusFactory) -> None:
     bus = await make_bus()
     assert await bus.healthy()
+
+
+async def test_metrics_count_published_consumed_and_dead_lettered_messages(make_bus: BusFactory) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str, **labels: str) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    bus = await make_bus(max_attempts=1)
+    good, bad = qname(make_bus, "metrics-good"), qname(make_bus, "metrics-bad")
+    published = sample("tradebot_bus_messages_published_total", kind="market.tick_batch.v1")
+
+    async def fail(envelope: Envelope) -> None:
+        raise RuntimeError("no")
+
+    handled: list[Envelope] = []
+
+    async def ok(envelope: Envelope) -> None:
+        handled.append(envelope)
+
+    await bus.subscribe(good, ["tick.#"], ok)
+    await bus.subscribe(bad, ["tick.#"], fail)
+    await bus.publish_batch([("tick.005930", tick_envelope(seq=1)), ("tick.005930", tick_envelope(seq=2))])
+    await eventually(lambda: sample("tradebot_bus_messages_dead_lettered_total", queue=bad) == 2 and len(handled) == 2)
+    assert sample("tradebot_bus_messages_published_total", kind="market.tick_batch.v1") == published + 2
+    assert sample("tradebot_bus_messages_consumed_total", queue=good, outcome="ok") == 2
+    assert sample("tradebot_bus_messages_consumed_total", queue=bad, outcome="dead_lettered") == 2
+    assert sample("tradebot_bus_handler_seconds_count", queue=good) == 2

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 import structlog
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from api_gateway import repository
@@ -165,6 +166,11 @@ class Accounts:
         """Create the first admin if there are no users at all; True if it was created."""
         if await repository.count_users(session) > 0:
             return False
-        await self.create_user(session, username, password, Role.ADMIN)
+        try:
+            async with session.begin_nested():
+                await self.create_user(session, username, password, Role.ADMIN)
+        except IntegrityError:
+            # Another gateway replica starting at the same moment created it first.
+            return False
         log.info("api_gateway.admin_bootstrapped", username=username)
         return True

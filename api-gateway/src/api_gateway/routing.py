@@ -104,6 +104,7 @@ ROUTES: tuple[Route, ...] = (
     read("/model/status/{job_id}", TRAINER, "A training job's status and progress", timeout=5.0),
     read("/model/models", TRAINER, "The model registry"),
     write("/model/models/{id}/promote", TRAINER, "Promote a model to production", role=Role.ADMIN),
+    read("/model/models/{id}/regimes", TRAINER, "A model's market regime per symbol and day"),
     write("/inference/predict", INFERENCER, "Predict with the promoted model", timeout=10.0),
     read("/inference/model", INFERENCER, "The model being served", timeout=5.0),
     read("/inference/decisions", INFERENCER, "Decisions, newest first"),

@@ -22,6 +22,8 @@ import logstash
 import structlog
 from structlog.typing import EventDict, Processor, WrappedLogger
 
+from common import logbuffer
+
 REDACTED = "[REDACTED]"
 
 # Field names whose values are secret whatever they hold.
@@ -180,6 +182,8 @@ def configure(
         shipper = logstash.TCPLogstashHandler(logstash_host, logstash_port, version=1)
         shipper.setFormatter(LogstashJsonFormatter(service, shared))
         handlers.append(shipper)
+    # The dashboard's live log tail (``/dashboard/logs``) reads this process's recent events.
+    handlers.append(logbuffer.BufferHandler(shared))
     for handler in handlers:
         handler._tradebot = True  # type: ignore[attr-defined]
         root.addHandler(handler)

@@ -237,12 +237,14 @@ def stop_on_signals(*servers: uvicorn.Server) -> None:
 
 def run_service(spec: ServiceSpec) -> None:
     """Console-script entry point: run one service in distributed mode until SIGINT/SIGTERM."""
+    from common.kis.clock import KisClockSettings, market_clock_from_settings
     from common.logging import configure
     from common.settings import Mode, RuntimeSettings, secret_values
 
     try:
         runtime_settings: RuntimeSettings = load_settings(RuntimeSettings, mode=Mode.DISTRIBUTED)
         service_settings: ServiceSettings = load_settings(spec.settings)
+        kis_clock_settings: KisClockSettings = load_settings(KisClockSettings)
     except TradebotError as exc:
         sys.stderr.write(f"tradebot-{spec.name}: {exc.message}\n")
         raise SystemExit(2) from None
@@ -259,6 +261,10 @@ def run_service(spec: ServiceSpec) -> None:
 
     async def serve() -> None:
         runtime = Runtime.from_settings(runtime_settings, name=f"tradebot-{spec.name}")
+        # A simulator replaying the past runs on its own clock: KIS clients and session rules follow it.
+        kis_clock = await market_clock_from_settings(kis_clock_settings)
+        if kis_clock is not None:
+            runtime.extras["kis_clock"] = kis_clock
         async with runtime:
             app = spec.create_app(runtime)
             config = uvicorn.Config(

@@ -60,6 +60,9 @@ class RuntimeSettings(TradebotSettings):
     # No AMQP URL means the in-process bus, which only makes sense in all-in-one mode.
     amqp_url: SecretStr | None = None
     bus_exchange: str = "market"
+    # Put before every queue name: deployments (or test runs) sharing one RabbitMQ vhost keep
+    # their queues apart, as they keep their exchanges apart with ``bus_exchange``.
+    bus_queue_prefix: str = Field(default="", max_length=100, pattern=r"^[A-Za-z0-9_.:-]*$")
     bus_prefetch: int = Field(default=64, ge=1, le=10_000)
     bus_max_attempts: int = Field(default=3, ge=1, le=100)
     bus_retry_delay_seconds: float = Field(default=1.0, ge=0, le=3600)

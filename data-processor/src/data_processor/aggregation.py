@@ -12,6 +12,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import numpy as np
+
+from data_processor.ticks import INT64_MAX, MINUTE_US, Positions, TickColumns, from_micros
 from data_processor.validation import daily_bar_ts, session_close, session_day
 
 MINUTE = timedelta(minutes=1)
@@ -67,6 +70,42 @@ def minute_bars(ticks: Iterable[TickRow]) -> list[BarRow]:
     if key is not None:
         bars.append(BarRow(key[0], "1m", key[1], o, h, lo, c, v, value))
     return bars
+
+
+def minute_bars_of(columns: TickColumns, positions: Positions) -> list[BarRow]:
+    """``minute_bars`` of the ticks at ``positions``, which are distinct and ordered by (symbol, ts, seq)."""
+    if len(positions) == 0:
+        return []
+    symbol = columns.symbol[positions]
+    minute = columns.ts[positions] // MINUTE_US
+    price, volume = columns.price[positions], columns.volume[positions]
+    starts_new = np.ones(len(positions), dtype=bool)
+    starts_new[1:] = (symbol[1:] != symbol[:-1]) | (minute[1:] != minute[:-1])
+    starts = np.flatnonzero(starts_new)
+    ends = np.append(starts[1:], len(positions)) - 1
+    # Traded value in int64 unless it could overflow; then exact Python integers.
+    fits = int(price.max()) * int(volume.sum()) <= INT64_MAX
+    traded = price * volume if fits else price.astype(object) * volume.astype(object)
+    highs = np.maximum.reduceat(price, starts).tolist()
+    lows = np.minimum.reduceat(price, starts).tolist()
+    volumes = np.add.reduceat(volume, starts).tolist()
+    values = np.add.reduceat(traded, starts).tolist()
+    opens, closes = price[starts].tolist(), price[ends].tolist()
+    names, numbers = symbol[starts].tolist(), minute[starts].tolist()
+    return [
+        BarRow(
+            columns.symbols[names[i]],
+            "1m",
+            from_micros(numbers[i] * MINUTE_US),
+            opens[i],
+            highs[i],
+            lows[i],
+            closes[i],
+            volumes[i],
+            int(values[i]),
+        )
+        for i in range(len(starts))
+    ]
 
 
 def daily_bars(minutes: Iterable[BarRow]) -> list[BarRow]:

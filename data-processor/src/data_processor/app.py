@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -51,5 +52,20 @@ service = ServiceSpec(
 )
 
 
+def tune_gc() -> None:
+    """Keep the collector off the ingest path (distributed mode: the process is this service alone).
+
+    Parsing a 5,000-tick message allocates tens of thousands of objects; with the default
+    thresholds that triggers repeated full collections over every long-lived object, which
+    measured as half of the envelope parsing time. Objects alive at start-up are frozen (never
+    scanned again) and collections of young objects run less often. Reference cycles are still
+    collected; memory is not held longer than a few batches.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 10)
+
+
 def main() -> None:
+    tune_gc()
     run_service(service)

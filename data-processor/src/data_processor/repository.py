@@ -92,6 +92,22 @@ async def copy_insert_ignoring(
     return inserted
 
 
+async def append_ticks(session: AsyncSession, rows: Sequence[tuple[Any, ...]]) -> int:
+    """Insert ticks known to be new (distinct, and later than every stored tick of their symbol).
+
+    PostgreSQL: one COPY straight into ``ticks`` — no stage, no conflict check. Should a row
+    exist after all, the key violation fails the transaction and the message is retried,
+    never half-applied. SQLite: the insert-or-ignore path.
+    """
+    if not rows:
+        return 0
+    if dialect_of(session) != "postgresql":
+        return await copy_insert_ignoring(session, "ticks", TICK_COLUMNS, rows)
+    conn = await _asyncpg(session)
+    await conn.copy_records_to_table("ticks", records=rows, columns=list(TICK_COLUMNS))
+    return len(rows)
+
+
 async def lock_symbols(session: AsyncSession, symbols: Iterable[str]) -> None:
     """Serialise writers of the same symbols until commit (PostgreSQL advisory locks, sorted: no deadlock).
 

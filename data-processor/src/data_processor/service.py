@@ -13,12 +13,14 @@ import bisect
 import hashlib
 import json
 import uuid
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, datetime, timedelta
 from functools import partial
 
+import numpy as np
+import numpy.typing as npt
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -30,25 +32,25 @@ from data_processor import repository as repo
 from data_processor.aggregation import (
     MINUTE,
     BarRow,
-    TickRow,
     day_is_closed,
-    minute_bars,
+    minute_bars_of,
     minute_is_closed,
     minute_of,
 )
 from data_processor.features import FEATURE_SET, FEATURE_SETS, FeatureSet, Series, moving_average, rsi
 from data_processor.settings import DEFAULT_FEATURE_SETS
+from data_processor.ticks import MINUTE_US, TickColumns, from_micros, to_micros
 from data_processor.validation import (
     FLAG_AMENDED,
     Flag,
     Rejection,
     check_bars,
-    check_ticks,
+    check_tick_columns,
     daily_bar_ts,
     gap_flags,
-    kst_day,
     session_close,
     session_day,
+    tick_days,
 )
 
 log = structlog.get_logger(__name__)
@@ -96,6 +98,11 @@ def fundamental_values(row: Fundamentals | None) -> dict[str, float | None]:
     return values
 
 
+def _minute_starts(numbers: npt.NDArray[np.int64]) -> set[datetime]:
+    """Minute starts of minute numbers (µs since the epoch // one minute)."""
+    return {from_micros(n * MINUTE_US) for n in np.unique(numbers).tolist()}
+
+
 def _always(_: datetime) -> bool:
     return True
 
@@ -126,47 +133,53 @@ class Processor:
 
     async def process_ticks(self, session: AsyncSession, batch: MarketTickBatchV1, message_id: uuid.UUID) -> Outcome:
         outcome = Outcome()
-        ticks = batch.ticks
-        await repo.lock_symbols(session, {t.symbol for t in ticks})
-        bases = await self._base_prices_for(session, {(t.symbol, kst_day(t.ts)) for t in ticks})
-        checked = check_ticks(ticks, lambda symbol, day: bases.get((symbol, day)))
-        await repo.quarantine(session, message_id, checked.rejected, self._clock.now())
-        outcome.reject(checked.rejected)
-        accepted = checked.accepted
-        if not accepted:
+        columns = TickColumns.of(batch.ticks)
+        await repo.lock_symbols(session, columns.symbols)
+        bases = await self._base_prices_for(session, tick_days(columns))
+        accepted, rejected = check_tick_columns(columns, lambda symbol, day: bases.get((symbol, day)))
+        await repo.quarantine(session, message_id, rejected, self._clock.now())
+        outcome.reject(rejected)
+        # Exact copies within the batch are one tick; ordered by (symbol, ts, seq) from here on.
+        unique = columns.distinct_identities(np.flatnonzero(accepted))
+        if len(unique) == 0:
             return outcome
 
-        symbols = {t.symbol for t in accepted}
-        before = await repo.latest_tick_ts(session, symbols)
-        rows = [(t.symbol, t.ts, t.seq, t.price, t.volume, t.cum_volume, t.side) for t in accepted]
-        outcome.stored = await repo.copy_insert_ignoring(session, "ticks", repo.TICK_COLUMNS, rows)
+        codes = columns.symbol[unique]
+        present = sorted(set(codes.tolist()))
+        before = await repo.latest_tick_ts(session, [columns.symbols[c] for c in present])
+        # Ticks newer than everything stored for their symbol cannot conflict (writers of a symbol
+        # hold its lock): they are appended with a plain COPY; otherwise insert-or-ignore.
+        watermarks = np.full(len(columns.symbols), np.iinfo(np.int64).min, dtype=np.int64)
+        for code in present:
+            previous = before.get(columns.symbols[code])
+            if previous is not None:
+                watermarks[code] = to_micros(previous)
+        times = columns.ts[unique]
+        rows = columns.rows(unique)
+        if bool((times > watermarks[codes]).all()):
+            outcome.stored = await repo.append_ticks(session, rows)
+        else:
+            outcome.stored = await repo.copy_insert_ignoring(session, "ticks", repo.TICK_COLUMNS, rows)
 
-        minutes: dict[str, set[datetime]] = defaultdict(set)
+        numbers = times // MINUTE_US
+        minutes: dict[str, set[datetime]] = {}
         latest: dict[str, datetime] = {}
-        minute_numbers: dict[str, set[int]] = defaultdict(set)
-        for tick in accepted:
-            minute_numbers[tick.symbol].add(int(tick.ts.timestamp()) // 60)
-            if tick.symbol not in latest or tick.ts > latest[tick.symbol]:
-                latest[tick.symbol] = tick.ts
-        for symbol, numbers in minute_numbers.items():
-            minutes[symbol] = {datetime.fromtimestamp(n * 60, UTC) for n in numbers}
-        days = {s: {daily_bar_ts(session_day(m)) for m in ms} for s, ms in minutes.items()}
         # Minutes after the previous watermark minute hold no stored ticks yet: their bars come
         # straight from this batch (the common, in-order case). Earlier minutes — late ticks, or
         # the minute the last batch ended in — are recomputed from everything stored.
-        fresh: list[TickRow] = []
-        stored_minutes: dict[str, set[datetime]] = defaultdict(set)
-        for symbol, ms in minutes.items():
-            previous = before.get(symbol)
-            boundary = minute_of(previous) if previous is not None else None
-            for m in ms:
-                if boundary is not None and m <= boundary:
-                    stored_minutes[symbol].add(m)
-        unique = {(t.symbol, t.ts, t.seq): t for t in accepted}
-        for tick in unique.values():
-            if tick.symbol not in stored_minutes or minute_of(tick.ts) not in stored_minutes[tick.symbol]:
-                fresh.append((tick.symbol, tick.ts, tick.seq, tick.price, tick.volume))
-        await repo.upsert_bars(session, minute_bars(fresh))
+        boundaries = np.where(watermarks == np.iinfo(np.int64).min, watermarks, watermarks // MINUTE_US)
+        stored_minutes: dict[str, set[datetime]] = {}
+        for code in present:
+            symbol = columns.symbols[code]
+            mine = codes == code
+            minutes[symbol] = _minute_starts(numbers[mine])
+            latest[symbol] = from_micros(int(times[mine].max()))
+            earlier = _minute_starts(numbers[mine & (numbers <= boundaries[code])])
+            if earlier:
+                stored_minutes[symbol] = earlier
+        fresh = unique[numbers > boundaries[codes]]
+        days = {s: {daily_bar_ts(session_day(m)) for m in ms} for s, ms in minutes.items()}
+        await repo.upsert_bars(session, minute_bars_of(columns, fresh))
         await repo.rebuild_minute_bars(session, stored_minutes)
         await repo.rebuild_daily_bars(session, days)
 

@@ -19,9 +19,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, Generic, TypeVar
 
+import numpy as np
+import numpy.typing as npt
+
 from common.clock import kst_datetime, to_kst
 from common.contracts import Bar, Tick
 from common.krx import price_limit_rate, tick_size
+from data_processor.ticks import EPOCH, TickColumns, to_micros
 
 # Reason codes stored in ``quarantine.reason`` (stable: dashboards and alerts key on them).
 INVALID_RECORD = "invalid_record"
@@ -152,41 +156,116 @@ def check_ticks(ticks: Sequence[Tick], base_price: BasePrice) -> Checked[Tick]:
     ``base_price(symbol, day)`` is the previous session's close, or None when unknown (then the
     limit check is skipped: there is nothing to check against, and that is not the tick's fault).
     """
-    result: Checked[Tick] = Checked()
-    bands: dict[tuple[str, date], tuple[int, int] | None] = {}
-    seen: dict[tuple[str, datetime, int], int] = {}
-    for position, tick in enumerate(ticks):
-        local = kst_wall(tick.ts)
-        day = local.date()
-        reason, detail = "", ""
-        if tick.volume <= 0:
-            reason, detail = NON_POSITIVE_VOLUME, f"volume {tick.volume}: a trade print has positive volume"
-        elif not (is_trading_day(day) and SESSION_OPEN <= local.time() <= SESSION_LAST_PRINT):
-            reason, detail = OUTSIDE_SESSION, f"{day} {local.time()} KST is outside the 09:00–15:30 session"
-        else:
-            key = (tick.symbol, day)
-            if key not in bands:
-                base = base_price(tick.symbol, day)
-                bands[key] = None if base is None else limit_band(base, day)
-            band = bands[key]
-            if band is not None and not band[0] <= tick.price <= band[1]:
-                reason = OUTSIDE_PRICE_LIMITS
-                detail = f"price {tick.price} outside the day's band {band[0]}–{band[1]}"
-        if not reason:
-            identity = (tick.symbol, tick.ts, tick.seq)
-            first = seen.get(identity)
-            if first is not None and ticks[first] != tick:
-                reason = DUPLICATE_IN_BATCH
-                detail = f"same (symbol, ts, seq) as position {first} with different values"
-            elif first is None:
-                seen[identity] = position
-        if reason:
-            result.rejected.append(
-                Rejection(position, reason, detail, record_of(tick), "tick", tick.symbol, None, tick.ts)
-            )
-        else:
-            result.accepted.append(tick)
-    return result
+    accepted, rejected = check_tick_columns(TickColumns.of(ticks), base_price)
+    return Checked(accepted=[ticks[i] for i in np.flatnonzero(accepted).tolist()], rejected=rejected)
+
+
+_DAY_US = 86_400_000_000
+_HOUR_US = 3_600_000_000
+_OPEN_US = 9 * _HOUR_US
+_LAST_PRINT_US = 15 * _HOUR_US + 30 * 60_000_000
+_FIXED_KST_SINCE_US = to_micros(_FIXED_KST_SINCE)
+_EPOCH_ORDINAL = EPOCH.date().toordinal()
+_LAST_SATURDAY_DAY = LAST_SATURDAY_SESSION.toordinal() - _EPOCH_ORDINAL
+_NAIVE_EPOCH = EPOCH.replace(tzinfo=None)
+_OK, _VOLUME, _SESSION, _LIMITS, _DUPLICATE = range(5)
+
+
+def _kst_micros(columns: TickColumns) -> npt.NDArray[np.int64]:
+    """KST wall-clock microseconds of every tick (the tz database for instants before 1988-10-09)."""
+    if len(columns) == 0 or int(columns.ts.min()) >= _FIXED_KST_SINCE_US:
+        return columns.ts + 9 * _HOUR_US
+    return np.fromiter(
+        ((kst_wall(t.ts).replace(tzinfo=None) - _NAIVE_EPOCH) // timedelta(microseconds=1) for t in columns.ticks),
+        dtype=np.int64,
+        count=len(columns),
+    )
+
+
+def _symbol_days(
+    symbols: npt.NDArray[np.intp], days: npt.NDArray[np.int64]
+) -> tuple[list[tuple[int, int]], npt.NDArray[np.intp]]:
+    """The distinct (symbol index, day number) pairs, and which pair each entry is."""
+    if len(days) == 0:
+        return [], np.zeros(0, dtype=np.intp)
+    first = int(days.min())
+    span = int(days.max()) - first + 1
+    keys, which = np.unique(symbols * span + (days - first), return_inverse=True)
+    return [(k // span, k % span + first) for k in keys.tolist()], which.reshape(-1)
+
+
+def tick_days(columns: TickColumns) -> set[tuple[str, date]]:
+    """The (symbol, KST day) pairs of a batch: the base prices its validation needs."""
+    pairs, _ = _symbol_days(columns.symbol, _kst_micros(columns) // _DAY_US)
+    return {(columns.symbols[s], date.fromordinal(d + _EPOCH_ORDINAL)) for s, d in pairs}
+
+
+def check_tick_columns(columns: TickColumns, base_price: BasePrice) -> tuple[npt.NDArray[np.bool_], list[Rejection]]:
+    """``check_ticks`` on columns: which positions are accepted, and the rejections in position order."""
+    ticks = columns.ticks
+    local = _kst_micros(columns)
+    days = local // _DAY_US
+    time_of_day = local - days * _DAY_US
+    weekday = (days + 3) % 7  # 1970-01-01 was a Thursday
+    trading = (weekday < 5) | ((weekday == 5) & (days <= _LAST_SATURDAY_DAY))
+    reason = np.full(len(columns), _OK, dtype=np.int8)
+    reason[~(trading & (time_of_day >= _OPEN_US) & (time_of_day <= _LAST_PRINT_US))] = _SESSION
+    reason[columns.volume <= 0] = _VOLUME
+
+    bands: dict[tuple[int, int], tuple[int, int]] = {}
+    candidates = np.flatnonzero(reason == _OK)
+    if len(candidates):
+        pairs, which = _symbol_days(columns.symbol[candidates], days[candidates])
+        lower = np.full(len(pairs), np.iinfo(np.int64).min, dtype=np.int64)
+        upper = np.full(len(pairs), np.iinfo(np.int64).max, dtype=np.int64)
+        for index, (symbol, day_number) in enumerate(pairs):
+            base = base_price(columns.symbols[symbol], date.fromordinal(day_number + _EPOCH_ORDINAL))
+            if base is not None:
+                lower[index], upper[index] = bands[(symbol, day_number)] = limit_band(
+                    base, date.fromordinal(day_number + _EPOCH_ORDINAL)
+                )
+        price = columns.price[candidates]
+        reason[candidates[(price < lower[which]) | (price > upper[which])]] = _LIMITS
+
+    # Same (symbol, ts, seq) as an earlier accepted tick: an exact copy is kept, anything else rejected.
+    first_of: dict[int, int] = {}
+    accepted = np.flatnonzero(reason == _OK)
+    distinct = columns.distinct_identities(accepted)
+    if len(distinct) < len(accepted):
+        repeated = np.setdiff1d(accepted, distinct, assume_unique=True)
+        firsts = {(columns.symbol[i], columns.ts[i], columns.seq[i]): i for i in distinct.tolist()}
+        for position in repeated.tolist():
+            first = firsts[(columns.symbol[position], columns.ts[position], columns.seq[position])]
+            if ticks[first] != ticks[position]:
+                reason[position] = _DUPLICATE
+                first_of[position] = first
+
+    rejected = [
+        _tick_rejection(
+            position,
+            ticks[position],
+            int(reason[position]),
+            bands.get((int(columns.symbol[position]), int(days[position]))),
+            first_of.get(position),
+        )
+        for position in np.flatnonzero(reason != _OK).tolist()
+    ]
+    return reason == _OK, rejected
+
+
+def _tick_rejection(position: int, tick: Tick, code: int, band: tuple[int, int] | None, first: int | None) -> Rejection:
+    local = kst_wall(tick.ts)
+    if code == _VOLUME:
+        reason, detail = NON_POSITIVE_VOLUME, f"volume {tick.volume}: a trade print has positive volume"
+    elif code == _SESSION:
+        reason, detail = OUTSIDE_SESSION, f"{local.date()} {local.time()} KST is outside the 09:00–15:30 session"
+    elif code == _LIMITS:
+        assert band is not None
+        reason, detail = OUTSIDE_PRICE_LIMITS, f"price {tick.price} outside the day's band {band[0]}–{band[1]}"
+    else:
+        reason = DUPLICATE_IN_BATCH
+        detail = f"same (symbol, ts, seq) as position {first} with different values"
+    return Rejection(position, reason, detail, record_of(tick), "tick", tick.symbol, None, tick.ts)
 
 
 def check_bars(

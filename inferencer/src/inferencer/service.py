@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -21,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.clock import Clock
 from common.contracts import FeaturesV1, ModelPromotedV1
 from common.errors import TradebotError
+from common.metrics import DECISION_SECONDS
 
 from .engine import Decision, InferenceEngine
 from .model import LoadedModel, load_model
@@ -108,6 +110,7 @@ class InferencerService:
     async def on_features(self, features: FeaturesV1) -> Decision | None:
         if features.timeframe not in self.settings.timeframes:
             return None
+        started = time.perf_counter()
         decision = await self.engine.on_features(features)
         if decision is None:
             return None
@@ -142,6 +145,7 @@ class InferencerService:
         )
         if self.settings.trade and self.trader is not None:
             await self.send(decision)
+        DECISION_SECONDS.observe(time.perf_counter() - started)
         return decision
 
     async def send(self, decision: Decision) -> None:

@@ -24,6 +24,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.clock import Clock
 from common.contracts import Envelope, ModelPromotedV1
 from common.db import create_engine, create_sessionmaker
+from common.metrics import TRAINING_STEPS
 from common.runtime import Runtime
 from model_trainer import repository as repo
 from model_trainer.config import TrainingConfig
@@ -237,6 +238,7 @@ class JobRunner:
             snapshot["episodes_total"] = previous.get("episodes_total", 0)
             if p.get("kind") == 0.0:
                 snapshot["last_reward"] = p.get("reward")
+                TRAINING_STEPS.inc(_new_steps(previous, p))
             else:
                 snapshot["last_val_sharpe"] = p.get("val_sharpe")
             snapshot = {**previous, **{k: v for k, v in snapshot.items() if v is not None}}
@@ -288,6 +290,14 @@ class JobRunner:
         if promoted is not None:
             await publish_promotion(self.runtime, promoted)
         log.info("model_trainer.job_finished", job_id=str(job_id), status="succeeded", models=len(result["models"]))
+
+
+def _new_steps(previous: dict[str, Any], progress: dict[str, Any]) -> int:
+    """Steps done since the last report; a report of another seed or fold starts from zero."""
+    steps = int(progress.get("steps") or 0)
+    same_run = all(previous.get(k) == progress.get(k) for k in ("fold", "seed"))
+    before = int(previous.get("steps") or 0) if same_run else 0
+    return steps - before if steps >= before else steps
 
 
 async def publish_promotion(runtime: Runtime, model: repo.ModelRecord) -> None:

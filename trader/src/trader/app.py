@@ -15,7 +15,7 @@ from common.runtime import Runtime
 from common.service import ServiceSpec, build_app, load_settings, run_service
 from trader.broker import Broker, KisBroker
 from trader.notifications import Notifier
-from trader.routes import router
+from trader.routes import dashboard_router, router
 from trader.service import TraderService
 from trader.settings import TraderSettings
 
@@ -23,7 +23,11 @@ DESCRIPTION = "Order management, positions and P&L, risk engine, kill switch."
 
 
 def market_clock(runtime: Runtime) -> Clock:
-    """The simulator's market time in all-in-one mode, else the runtime's clock."""
+    """The broker's time: the runner's (``kis_clock``: a simulator's, in process or followed with
+    ``KIS_CLOCK=simulator``), else the runtime's clock."""
+    provided: Clock | None = runtime.extras.get("kis_clock")
+    if provided is not None:
+        return provided
     simulator: Any = runtime.extras.get("kis_simulator")
     clock: Clock = simulator.clock if simulator is not None else runtime.clock
     return clock
@@ -81,7 +85,7 @@ def create_app(
         runtime,
         title="trading-bot trader",
         description=DESCRIPTION,
-        routers=[router],
+        routers=[router, dashboard_router],
         lifespan=lifespan,
         readiness={"lease": lease_check},
     )

@@ -116,16 +116,19 @@ class OrderManager:
 
     # --- submission ----------------------------------------------------------------------------
 
-    async def submit(self, request: OrderRequest) -> tuple[Order, bool]:
+    async def submit(self, request: OrderRequest, *, looked_up: bool = False) -> tuple[Order, bool]:
         """The order for ``request.idempotency_key``: the existing one, or a new one sent to the broker.
 
         Returns ``(order, created)``. Risk violations give a REJECTED order (stored, so the same
         request again returns it); an unreachable broker before anything was sent raises.
+        ``looked_up``: the caller has just found no order for the key, so the early lookup is
+        skipped (the one inside the write transaction still decides).
         """
-        async with self.sessionmaker() as session:
-            existing = await self.repo(session).order_by_key(request.idempotency_key)
-        if existing is not None:
-            return existing, False
+        if not looked_up:
+            async with self.sessionmaker() as session:
+                existing = await self.repo(session).order_by_key(request.idempotency_key)
+            if existing is not None:
+                return existing, False
         day = kst_today(self.clock)
         band = await self.broker.price_band(request.symbol, day)
         if band.base <= 0:
@@ -589,7 +592,10 @@ class OrderManager:
                 o.quantity - o.filled_quantity for o in open_orders if o.symbol == symbol and o.side == "sell"
             ),
             gross_exposure=sum(p.quantity * p.last_price for p in positions),
-            orders_last_minute=await repo.orders_since(minute_ago(now)),
+            # Counted only when limited: one query fewer on the way to the broker otherwise.
+            orders_last_minute=(
+                await repo.orders_since(minute_ago(now)) if self.risk.limits.max_orders_per_minute is not None else 0
+            ),
             equity=current_equity,
             day_start_equity=ledger.day_start_equity,
             peak_equity=ledger.peak_equity,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import uuid
 from collections.abc import AsyncIterator, Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, text, update
@@ -13,6 +13,8 @@ from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db import insert_ignoring_duplicates
+from common.db.models import BarRecord
+from common.metrics import ORDERS, observe_db_write
 
 from .models import (
     OPEN_STATUSES,
@@ -107,6 +109,7 @@ class TraderRepository:
 
     def add_order(self, order: Order) -> None:
         self.session.add(order)
+        ORDERS.labels(order.status.lower()).inc()
 
     def transition(
         self, order: Order, to: OrderStatus, at: datetime, event: str, actor: str | None = None, **detail: Any
@@ -120,6 +123,7 @@ class TraderRepository:
             return
         order.status = to.value
         order.updated_at = at
+        ORDERS.labels(to.value.lower()).inc()
         self.session.add(
             AuditEntry(
                 account=self.account,
@@ -254,7 +258,52 @@ async def write_transaction(sessionmaker: async_sessionmaker[AsyncSession]) -> A
     when another connection committed in between — waiting cannot help it. Starting with a
     write makes it wait its turn (busy timeout) instead, with a fresh snapshot.
     """
-    async with sessionmaker.begin() as session:
-        if session.get_bind().dialect.name == "sqlite":
-            await session.execute(text("UPDATE trader_lease SET epoch = epoch WHERE 1 = 0"))
-        yield session
+    with observe_db_write("trader"):
+        async with sessionmaker.begin() as session:
+            if session.get_bind().dialect.name == "sqlite":
+                await session.execute(text("UPDATE trader_lease SET epoch = epoch WHERE 1 = 0"))
+            yield session
+
+
+async def snapshots(session: AsyncSession, account: str, limit: int) -> list[AccountSnapshot]:
+    """The latest ``limit`` reconciliation snapshots, oldest first."""
+    query = (
+        select(AccountSnapshot)
+        .where(AccountSnapshot.account == account)
+        .order_by(AccountSnapshot.at.desc())
+        .limit(limit)
+    )
+    return list(reversed((await session.execute(query)).scalars().all()))
+
+
+async def all_fills(session: AsyncSession, account: str, limit: int) -> list[Fill]:
+    query = select(Fill).where(Fill.account == account).order_by(Fill.filled_at.desc()).limit(limit)
+    return list(reversed((await session.execute(query)).scalars().all()))
+
+
+async def daily_closes(
+    session: AsyncSession, symbols: Sequence[str], start: datetime, end: datetime
+) -> dict[str, list[tuple[datetime, int]]]:
+    """Daily closes of ``symbols`` from the bar before ``start`` (the benchmark's base) to ``end``."""
+    out: dict[str, list[tuple[datetime, int]]] = {}
+    for symbol in symbols:
+        base = (
+            select(BarRecord.ts, BarRecord.close)
+            .where(BarRecord.symbol == symbol, BarRecord.timeframe == "1d", BarRecord.ts <= start)
+            .order_by(BarRecord.ts.desc())
+            .limit(1)
+        )
+        within = (
+            select(BarRecord.ts, BarRecord.close)
+            .where(BarRecord.symbol == symbol, BarRecord.timeframe == "1d", BarRecord.ts > start, BarRecord.ts <= end)
+            .order_by(BarRecord.ts)
+            .limit(20_000)
+        )
+        rows = [*(await session.execute(base)).all(), *(await session.execute(within)).all()]
+        out[symbol] = [(_aware(ts), int(close)) for ts, close in rows]
+    return out
+
+
+def _aware(ts: datetime) -> datetime:
+    # SQLite hands back naive datetimes; the bars table stores UTC.
+    return ts if ts.tzinfo is not None else ts.replace(tzinfo=UTC)

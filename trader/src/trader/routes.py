@@ -13,6 +13,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request
 
+from common import logbuffer
 from common.contracts import Symbol
 from common.db import SessionDep
 from common.errors import Forbidden, InvalidInput, NotFound, Unauthorized
@@ -27,9 +28,12 @@ from .schemas import (
     HistoryPage,
     KillSwitchRequest,
     KillSwitchView,
+    LogEvent,
+    LogPage,
     OrderDetail,
     OrderRequestBody,
     OrderView,
+    PerformanceView,
     PnlView,
     PositionView,
     ReconciliationView,
@@ -213,3 +217,32 @@ async def instance(service: ServiceDep) -> TraderStatus:
         instance=service.instance,
         account=service.account,
     )
+
+
+# The dashboard's reads, forwarded by the gateway as /api/v1/dashboard/performance and /logs.
+dashboard_router = APIRouter(tags=["dashboard"])
+
+
+@dashboard_router.get(
+    "/performance", response_model=PerformanceView, summary="Equity curve vs buy & hold, drawdown, key metrics"
+)
+async def performance_view(
+    service: ServiceDep,
+    session: SessionDep,
+    symbols: Annotated[
+        list[Symbol] | None, Query(max_length=50, description="benchmark symbols (default: held or traded)")
+    ] = None,
+    points: Annotated[int, Query(ge=2, le=5_000, description="at most this many curve points")] = 500,
+) -> PerformanceView:
+    return await service.performance(session, symbols or [], points)
+
+
+@dashboard_router.get("/logs", response_model=LogPage, summary="Recent log events of this process (a live tail)")
+async def logs(
+    after: Annotated[int, Query(ge=0, description="only events after this id")] = 0,
+    level: Annotated[str | None, Query(pattern="^(debug|info|warning|error|critical)$")] = None,
+    service: Annotated[list[str] | None, Query(max_length=20, description="service or component names")] = None,
+    limit: Annotated[int, Query(ge=1, le=1_000)] = 200,
+) -> LogPage:
+    events = logbuffer.buffer.recent(after=after, min_level=level, services=service or [], limit=limit)
+    return LogPage(events=[LogEvent.model_validate(e) for e in events], last_id=events[-1]["id"] if events else after)

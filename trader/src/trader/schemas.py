@@ -256,3 +256,44 @@ class TraderStatus(BaseModel):
     broker_configured: bool
     instance: str
     account: str
+
+
+class PerformancePoint(BaseModel):
+    at: datetime
+    equity: int
+    benchmark: int | None = Field(description="equal-weight buy & hold of benchmark_symbols, same start equity")
+    drawdown: float = Field(description="fraction below the running peak of equity")
+
+
+class PerformanceMetrics(BaseModel):
+    start_equity: int | None
+    equity: int | None
+    total_return: float | None
+    benchmark_return: float | None
+    sharpe: float | None = Field(description="annualised, from daily (KST) returns; null under two days")
+    max_drawdown: float | None
+    win_rate: float | None = Field(description="share of sells closed at a profit after fees")
+    closed_trades: int
+    fills: int
+
+
+class PerformanceView(BaseModel):
+    points: list[PerformancePoint]
+    benchmark_symbols: list[str]
+    metrics: PerformanceMetrics
+
+
+class LogEvent(BaseModel):
+    id: int
+    at: str | None
+    level: str
+    service: str
+    component: str
+    logger: str
+    event: str
+    fields: dict[str, Any]
+
+
+class LogPage(BaseModel):
+    events: list[LogEvent]
+    last_id: int = Field(description="pass as `after` to get only newer events")

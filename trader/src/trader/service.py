@@ -24,12 +24,15 @@ from common.clock import Clock, kst_today
 from common.errors import InvalidInput, NotFound, TradebotError, Unavailable
 from common.krx import round_to_tick, ticks_away
 
+from . import repository
 from .broker import Broker, Side
 from .lease import Lease
 from .ledger import affordable_quantity, buy_cost, equity, unrealised_pnl
 from .models import Order
 from .notifications import Notifier
 from .orders import OrderManager, OrderRequest
+from .performance import EquityPoint, PriceSeries, snapshot_equity, snapshot_prices
+from .performance import performance as performance_of
 from .reconcile import Reconciler
 from .repository import TraderRepository, write_transaction
 from .risk import RiskEngine
@@ -39,6 +42,7 @@ from .schemas import (
     KillSwitchRequest,
     KillSwitchView,
     OrderView,
+    PerformanceView,
     PnlView,
 )
 from .settings import TraderSettings
@@ -258,7 +262,8 @@ class TraderService:
                     quantity=quantity,
                     price=price,
                     decision=decision,
-                )
+                ),
+                looked_up=True,
             )
         return ExecutionResult(idempotency_key=key, action=side, created=created, order=OrderView.of(order))
 
@@ -396,6 +401,26 @@ class TraderService:
             peak_equity=peak,
             drawdown=(Decimal(peak - total) / Decimal(peak)).quantize(Decimal("0.0001")) if peak > 0 else Decimal(0),
         )
+
+    async def performance(self, session: AsyncSession, symbols: list[str], limit: int) -> PerformanceView:
+        """Equity curve since the first stored reconciliation, with its benchmark and metrics."""
+        stored = await repository.snapshots(session, self.account, 20_000)
+        points = [EquityPoint(s.at, snapshot_equity(s)) for s in stored]
+        repo = TraderRepository(session, self.account)
+        ledger = await repo.ledger()
+        positions = await repo.positions()
+        if ledger is not None:
+            points.append(EquityPoint(self.clock.now(), equity(ledger, positions)))
+        fills = await repository.all_fills(session, self.account, 50_000)
+        chosen = symbols or sorted({p.symbol for p in positions} | {f.symbol for f in fills})
+        prices: dict[str, PriceSeries] = {}
+        if points and chosen:
+            start, end = min(p.at for p in points), max(p.at for p in points)
+            closes = await repository.daily_closes(session, chosen, start, end)
+            held_prices = snapshot_prices(stored)
+            for symbol in chosen:
+                prices[symbol] = PriceSeries(closes.get(symbol) or held_prices.get(symbol, []))
+        return performance_of(points, prices, fills, limit=limit)
 
 
 async def _cancel(task: asyncio.Task[None], timeout: float) -> None:

@@ -33,4 +33,5 @@ def create_bus(settings: RuntimeSettings, name: str = "tradebot") -> MessageBus:
         retry_delay=settings.bus_retry_delay_seconds,
         drain_timeout=settings.shutdown_drain_timeout_seconds,
         connection_name=name,
+        queue_prefix=settings.bus_queue_prefix,
     )

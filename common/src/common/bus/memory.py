@@ -8,6 +8,7 @@ handlers are retried and then dead-lettered with the reason, and ``close`` drain
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import defaultdict, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from common.bus.port import DeadLetter, Handler
 from common.bus.topics import topic_matches
 from common.contracts import Envelope
 from common.errors import Unavailable
+from common.metrics import BUS_CONSUMED, BUS_DEAD_LETTERED, BUS_HANDLER_SECONDS, BUS_PUBLISHED
 
 log = structlog.get_logger(__name__)
 
@@ -68,10 +70,12 @@ class InMemoryBus:
 
     async def publish(self, routing_key: str, envelope: Envelope) -> None:
         self.publish_raw(routing_key, envelope.model_dump_json().encode())
+        BUS_PUBLISHED.labels(envelope.kind).inc()
 
     async def publish_batch(self, messages: Sequence[tuple[str, Envelope]]) -> None:
         for routing_key, envelope in messages:
             self.publish_raw(routing_key, envelope.model_dump_json().encode())
+            BUS_PUBLISHED.labels(envelope.kind).inc()
 
     def publish_raw(self, routing_key: str, body: bytes) -> None:
         """Publish bytes as they are (tests use it to send what a broken producer would)."""
@@ -117,6 +121,7 @@ class InMemoryBus:
             self._dead_letter(queue, delivery, describe_failure(exc))
             return
         delivery.attempts += 1
+        started = time.perf_counter()
         try:
             with structlog.contextvars.bound_contextvars(
                 message_id=str(envelope.message_id), correlation_id=envelope.correlation_id, kind=envelope.kind
@@ -125,16 +130,23 @@ class InMemoryBus:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            BUS_HANDLER_SECONDS.labels(queue.name).observe(time.perf_counter() - started)
             if delivery.attempts >= self._max_attempts:
                 self._dead_letter(queue, delivery, describe_failure(exc))
                 return
+            BUS_CONSUMED.labels(queue.name, "retried").inc()
             log.warning("bus.handler_failed_retrying", queue=queue.name, attempts=delivery.attempts, error=str(exc))
             if self._retry_delay:
                 await asyncio.sleep(self._retry_delay)
             queue.messages.put_nowait(delivery)
+            return
+        BUS_HANDLER_SECONDS.labels(queue.name).observe(time.perf_counter() - started)
+        BUS_CONSUMED.labels(queue.name, "ok").inc()
 
     def _dead_letter(self, queue: _Queue, delivery: _Delivery, reason: str) -> None:
         log.error("bus.dead_lettered", queue=queue.name, routing_key=delivery.routing_key, reason=reason)
+        BUS_CONSUMED.labels(queue.name, "dead_lettered").inc()
+        BUS_DEAD_LETTERED.labels(queue.name).inc()
         self._dead[queue.name].append(
             DeadLetter(queue.name, delivery.routing_key, delivery.body, reason, delivery.attempts)
         )

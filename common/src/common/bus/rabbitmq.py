@@ -31,6 +31,7 @@ from common.bus.failures import describe_failure
 from common.bus.port import DeadLetter, Handler
 from common.contracts import Envelope
 from common.errors import Unavailable
+from common.metrics import BUS_CONSUMED, BUS_DEAD_LETTERED, BUS_HANDLER_SECONDS, BUS_PUBLISHED
 
 log = structlog.get_logger(__name__)
 
@@ -63,8 +64,10 @@ class RabbitMQBus:
         publish_timeout: float = 30.0,
         max_message_bytes: int = 64 * 1024 * 1024,
         connection_name: str = "tradebot",
+        queue_prefix: str = "",
     ) -> None:
         self._url = url
+        self._queue_prefix = queue_prefix
         self._connection_name = connection_name
         self._exchange_name = exchange
         self._prefetch = prefetch
@@ -109,9 +112,12 @@ class RabbitMQBus:
 
     async def publish(self, routing_key: str, envelope: Envelope) -> None:
         await self._publish_confirmed([(routing_key, self._message(envelope))])
+        BUS_PUBLISHED.labels(envelope.kind).inc()
 
     async def publish_batch(self, messages: Sequence[tuple[str, Envelope]]) -> None:
         await self._publish_confirmed([(key, self._message(envelope)) for key, envelope in messages])
+        for _, envelope in messages:
+            BUS_PUBLISHED.labels(envelope.kind).inc()
 
     async def publish_raw(self, routing_key: str, body: bytes) -> None:
         """Publish bytes as they are (tests use it to send what a broken producer would)."""
@@ -157,7 +163,11 @@ class RabbitMQBus:
 
     # -- consuming ----------------------------------------------------------------------------
 
+    def _queue_name(self, queue: str) -> str:
+        return f"{self._queue_prefix}{queue}"
+
     async def _declare_on(self, channel: AbstractChannel, queue: str, patterns: Sequence[str]) -> AbstractQueue:
+        """Declare ``queue`` (already prefixed) with its ``.dead`` and ``.retry`` companions."""
         main = await channel.declare_queue(queue, durable=True)
         exchange = await channel.get_exchange(self._exchange_name, ensure=False)
         for pattern in patterns:
@@ -175,7 +185,7 @@ class RabbitMQBus:
         return main
 
     async def declare(self, queue: str, patterns: Sequence[str]) -> None:
-        await self._declare_on(self._require_channel(), queue, patterns)
+        await self._declare_on(self._require_channel(), self._queue_name(queue), patterns)
 
     async def subscribe(self, queue: str, patterns: Sequence[str], handler: Handler) -> None:
         if self._connection is None:
@@ -183,6 +193,7 @@ class RabbitMQBus:
         # A channel per consumer: its prefetch is its own, and a slow queue doesn't starve others.
         channel = await self._connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=self._prefetch)
+        queue = self._queue_name(queue)
         main = await self._declare_on(channel, queue, patterns)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
@@ -212,6 +223,7 @@ class RabbitMQBus:
             except ValidationError as exc:
                 await self._dead_letter(channel, queue, message, routing_key, attempts, describe_failure(exc))
                 return
+            started = time.perf_counter()
             try:
                 with structlog.contextvars.bound_contextvars(
                     message_id=str(envelope.message_id), correlation_id=envelope.correlation_id, kind=envelope.kind
@@ -226,8 +238,12 @@ class RabbitMQBus:
                 else:
                     log.warning("bus.handler_failed_retrying", queue=queue, attempts=attempts, error=str(exc)[:200])
                     await self._republish(channel, f"{queue}.retry", message, routing_key, attempts, None)
+                    BUS_CONSUMED.labels(queue, "retried").inc()
                 return
+            finally:
+                BUS_HANDLER_SECONDS.labels(queue).observe(time.perf_counter() - started)
             await message.ack()
+            BUS_CONSUMED.labels(queue, "ok").inc()
         except _CONNECTION_ERRORS as exc:
             # The ack or the republish did not get through: the broker redelivers the message.
             log.warning("bus.ack_lost", queue=queue, error=type(exc).__name__)
@@ -243,6 +259,8 @@ class RabbitMQBus:
     ) -> None:
         log.error("bus.dead_lettered", queue=queue, routing_key=routing_key, attempts=attempts, reason=reason)
         await self._republish(channel, f"{queue}.dead", message, routing_key, attempts, reason)
+        BUS_CONSUMED.labels(queue, "dead_lettered").inc()
+        BUS_DEAD_LETTERED.labels(queue).inc()
 
     @staticmethod
     async def _republish(
@@ -272,7 +290,7 @@ class RabbitMQBus:
 
     async def take_dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         channel = self._require_channel()
-        dead = await channel.declare_queue(f"{queue}.dead", durable=True)
+        dead = await channel.declare_queue(f"{self._queue_name(queue)}.dead", durable=True)
         taken: list[DeadLetter] = []
         while len(taken) < limit:
             message = await dead.get(no_ack=False, fail=False)

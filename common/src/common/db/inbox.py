@@ -18,6 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from common.bus.port import Handler
 from common.clock import Clock, SystemClock, ensure_utc
 from common.contracts import Envelope
+from common.metrics import INBOX_DUPLICATES, observe_db_write
 
 from .models import ProcessedMessage
 from .upsert import insert_ignoring_duplicates
@@ -44,6 +45,11 @@ def idempotent(
     clock = clock or SystemClock()
 
     async def handle(envelope: Envelope) -> None:
+        # The whole transaction is the write: claim, the handler's bulk writes, the commit.
+        with observe_db_write(f"inbox:{envelope.kind}"):
+            await apply(envelope)
+
+    async def apply(envelope: Envelope) -> None:
         async with sessionmaker.begin() as session:
             claim = insert_ignoring_duplicates(ProcessedMessage, session.get_bind().dialect.name).values(
                 consumer=consumer, message_id=envelope.message_id, processed_at=clock.now()
@@ -59,6 +65,7 @@ def idempotent(
                     kind=envelope.kind,
                     correlation_id=envelope.correlation_id,
                 )
+                INBOX_DUPLICATES.labels(consumer).inc()
                 return
             await handler(session, envelope)
 

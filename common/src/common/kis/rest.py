@@ -32,6 +32,7 @@ from common.kis.errors import (
 from common.kis.ratelimit import TokenBucket, shared_bucket
 from common.kis.settings import KisSettings
 from common.kis.tokens import FileTokenStore, TokenStore
+from common.metrics import KIS_ERRORS, KIS_REQUESTS
 
 log = structlog.get_logger(__name__)
 
@@ -179,6 +180,7 @@ class KisRest:
                     headers=self._headers(token, tr_id, tr_cont, hashkey),
                 )
             except httpx.HTTPError as exc:
+                KIS_REQUESTS.labels(tr_id, "transport_error").inc()
                 error = self._transport_error(exc, tr_id, kind)
                 failures += 1
                 if kind == "order" or failures > settings.max_retries:
@@ -198,7 +200,11 @@ class KisRest:
                 msg_cd=msg_cd or None,
                 elapsed_ms=round((self.clock.now() - started).total_seconds() * 1000, 1),
             )
-            if status == 200 and rt_cd == "0":
+            ok = status == 200 and rt_cd == "0"
+            KIS_REQUESTS.labels(tr_id, "ok" if ok else "error").inc()
+            if not ok:
+                KIS_ERRORS.labels(msg_cd or f"http_{status}").inc()
+            if ok:
                 return KisResponse(body=data, tr_cont=response.headers.get("tr_cont", "").strip(), status_code=status)
 
             if msg_cd in TOKEN_CODES and not token_refreshed:

@@ -24,7 +24,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import ValidationError
 
-from common.clock import to_kst
+from common.clock import SystemClock, to_kst
 from common.kis.sim import messages as m
 from common.kis.sim import views
 from common.kis.sim.auth import TokenThrottled
@@ -605,4 +605,8 @@ def add_admin_routes(app: FastAPI, state: SimState, hub: WebSocketHub, domain: D
     @app.get("/admin/health")
     async def health() -> JSONResponse:
         instant = state.clock.now()
-        return JSONResponse({"status": "ok", "domain": domain, "now": to_kst(instant).isoformat()})
+        # The market clock's speed lets another process follow it (``KIS_CLOCK=simulator``);
+        # null for a clock that only moves when told to.
+        speed = 1.0 if isinstance(state.clock, SystemClock) else getattr(state.clock, "speed", None)
+        body = {"status": "ok", "domain": domain, "now": to_kst(instant).isoformat(), "speed": speed}
+        return JSONResponse(body)
