@@ -24,11 +24,7 @@ from common.kis import (
     KisWebSocket,
     TradeTick,
 )
-
-sim_pkg = pytest.importorskip("common.kis.sim")
-SimAccount = sim_pkg.SimAccount
-SimulatorSettings = sim_pkg.SimulatorSettings
-serve_simulator = sim_pkg.serve_simulator
+from common.kis.sim import SimulatorSettings, serve_simulator
 
 # A Friday, 10:00 KST: the simulated market is open and runs at wall-clock speed.
 START = datetime(2026, 7, 10, 1, 0, tzinfo=UTC)

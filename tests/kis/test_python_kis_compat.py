@@ -20,23 +20,20 @@ import asyncio
 import threading
 from datetime import datetime, timedelta
 
+# python-kis is a test-only dependency (requirements-dev.txt): scripts/run_tests.sh installs it.
 import pytest
+from pykis import KisAuth, PyKis
+from pykis.api.account.balance import KisDomesticBalance
+from pykis.api.account.order import domestic_order
+from pykis.api.stock.daily_chart import domestic_daily_chart
+from pykis.api.stock.quote import domestic_quote
+from pykis.api.websocket.order_execution import on_execution as on_execution_event
+from pykis.client.exceptions import KisAPIError
+from pykis.client.page import KisPage
+from pykis.event.handler import KisEventTicket
 
 from common.clock import KST, FixedClock, to_kst
-
-pykis = pytest.importorskip("pykis", reason="python-kis is a test-only dependency (requirements-dev.txt)")
-
-from pykis import KisAuth, PyKis  # noqa: E402
-from pykis.api.account.balance import KisDomesticBalance  # noqa: E402
-from pykis.api.account.order import domestic_order  # noqa: E402
-from pykis.api.stock.daily_chart import domestic_daily_chart  # noqa: E402
-from pykis.api.stock.quote import domestic_quote  # noqa: E402
-from pykis.api.websocket.order_execution import on_execution as on_execution_event  # noqa: E402
-from pykis.client.exceptions import KisAPIError  # noqa: E402
-from pykis.client.page import KisPage  # noqa: E402
-from pykis.event.handler import KisEventTicket  # noqa: E402
-
-from common.kis.sim import dev_account  # noqa: E402
+from common.kis.sim import dev_account
 
 # PK's event tickets unsubscribe over the network from their finalizers, on whichever thread the
 # garbage collector runs: on the event loop serving the simulator (a deadlock) or after it stopped

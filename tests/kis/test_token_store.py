@@ -21,6 +21,7 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from common.clock import FixedClock
+from common.db.models import kis_token_key
 from common.kis import DbTokenStore, FileTokenStore, KisSettings, MemoryTokenStore, StoredToken
 from common.kis.auth import TokenManager
 from common.kis.settings import token_key_id
@@ -63,8 +64,7 @@ def manager(store: TokenStore, server: TokenServer, clock: FixedClock) -> TokenM
 
 
 def test_key_id_matches_the_kis_tokens_model() -> None:
-    models = pytest.importorskip("common.db.models")
-    assert token_key_id("paper", APPKEY) == models.kis_token_key("paper", APPKEY)
+    assert token_key_id("paper", APPKEY) == kis_token_key("paper", APPKEY)
     assert settings_for().key_id == token_key_id("paper", APPKEY)
     assert APPKEY not in settings_for().key_id
 
