@@ -27,7 +27,7 @@ from common.clock import KST
 from common.contracts import Envelope, MarketBarV1, MarketTickBatchV1
 from common.db import BarRecord, idempotent, insert_ignoring_duplicates
 from common.kis import KisSettings
-from common.kis.sim import RunningSimulator, SimulatorSettings, serve_simulator
+from common.kis.sim import RunningSimulator, SimulatorSettings, in_process_settings, serve_simulator
 from common.runtime import Runtime
 from common.settings import Mode, RuntimeSettings
 from data_collector.app import create_app
@@ -41,21 +41,9 @@ IN_SESSION = datetime(2018, 1, 19, 10, 0, tzinfo=KST)
 
 
 def sim_settings(data_dir: Path | None, start: datetime, **overrides: Any) -> SimulatorSettings:
-    values: dict[str, Any] = {
-        "real_rest_port": 0,
-        "real_ws_port": 0,
-        "paper_rest_port": 0,
-        "paper_ws_port": 0,
-        "data_dir": data_dir,
-        "start": start,
-        "speed": 1.0,
-        "paper_rest_per_second": 1000.0,
-        "token_calls_per_second": 1000.0,
-        "approval_calls_per_second": 1000.0,
-        "pump_interval_seconds": 0.02,
-    }
-    values.update(overrides)
-    return SimulatorSettings(**values)
+    # The collector talks to the paper domain; the real domain keeps its default limit.
+    defaults: dict[str, Any] = {"data_dir": data_dir, "start": start, "speed": 1.0, "real_rest_per_second": 18.0}
+    return in_process_settings(**{**defaults, **overrides})
 
 
 def kis_settings(sim: RunningSimulator, tmp_path: Path, **overrides: Any) -> KisSettings:

@@ -17,7 +17,14 @@ import httpx
 import pytest
 
 from common.clock import KST, FixedClock
-from common.kis.sim import RunningSimulator, SimAccount, SimulatorSettings, dev_account, serve_simulator
+from common.kis.sim import (
+    RunningSimulator,
+    SimAccount,
+    SimulatorSettings,
+    dev_account,
+    in_process_settings,
+    serve_simulator,
+)
 
 MONDAY_10AM = datetime(2024, 3, 4, 10, 0, tzinfo=KST)
 REAL = dev_account("real")
@@ -25,20 +32,7 @@ PAPER = dev_account("paper")
 
 
 def sim_settings(**overrides: Any) -> SimulatorSettings:
-    values: dict[str, Any] = {
-        "real_rest_port": 0,
-        "real_ws_port": 0,
-        "paper_rest_port": 0,
-        "paper_ws_port": 0,
-        "seed": 7,
-        "paper_rest_per_second": 1000.0,
-        "real_rest_per_second": 1000.0,
-        "token_calls_per_second": 1000.0,
-        "approval_calls_per_second": 1000.0,
-        "pump_interval_seconds": 0.02,
-    }
-    values.update(overrides)
-    return SimulatorSettings(**values)
+    return in_process_settings(**{"seed": 7, **overrides})
 
 
 @dataclass

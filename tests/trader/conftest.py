@@ -22,7 +22,7 @@ from common.bus.memory import InMemoryBus
 from common.clock import KST, Clock, FixedClock
 from common.contracts import Envelope
 from common.kis import KisClient, KisSettings
-from common.kis.sim import RunningSimulator, SimulatorSettings, serve_simulator
+from common.kis.sim import RunningSimulator, SimulatorSettings, in_process_settings, serve_simulator
 from common.kis.sim.exchange import AccountState
 from common.runtime import Runtime
 from common.settings import Mode, RuntimeSettings
@@ -37,20 +37,7 @@ ADMIN = {"X-Tradebot-Role": "admin", "X-Tradebot-User": "ops"}
 
 
 def sim_settings(**overrides: Any) -> SimulatorSettings:
-    values: dict[str, Any] = {
-        "real_rest_port": 0,
-        "real_ws_port": 0,
-        "paper_rest_port": 0,
-        "paper_ws_port": 0,
-        "seed": 7,
-        "paper_rest_per_second": 1000.0,
-        "real_rest_per_second": 1000.0,
-        "token_calls_per_second": 1000.0,
-        "approval_calls_per_second": 1000.0,
-        "pump_interval_seconds": 0.02,
-    }
-    values.update(overrides)
-    return SimulatorSettings(**values)
+    return in_process_settings(**{"seed": 7, **overrides})
 
 
 @pytest.fixture

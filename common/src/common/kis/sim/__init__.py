@@ -9,7 +9,7 @@ a replayed or synthetic market in accelerated time, and faults on demand. See do
 
 from common.kis.sim.faults import FaultSpec
 from common.kis.sim.server import Endpoints, RunningSimulator, serve_simulator
-from common.kis.sim.settings import SimAccount, SimulatorSettings, dev_account
+from common.kis.sim.settings import SimAccount, SimulatorSettings, dev_account, in_process_settings
 
 __all__ = [
     "Endpoints",
@@ -18,5 +18,6 @@ __all__ = [
     "SimAccount",
     "SimulatorSettings",
     "dev_account",
+    "in_process_settings",
     "serve_simulator",
 ]

@@ -11,7 +11,7 @@ import hashlib
 import string
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import SettingsConfigDict
@@ -158,3 +158,21 @@ class SimulatorSettings(TradebotSettings):
             if account.appkey == appkey:
                 return account
         return None
+
+
+def in_process_settings(**overrides: Any) -> SimulatorSettings:
+    """A simulator for tests and benchmarks that drive it in-process: free loopback ports, limits
+    that never throttle the caller, a fast matching pump. ``overrides`` replace any of these."""
+    values: dict[str, Any] = {
+        "real_rest_port": 0,
+        "real_ws_port": 0,
+        "paper_rest_port": 0,
+        "paper_ws_port": 0,
+        "paper_rest_per_second": 1000.0,
+        "real_rest_per_second": 1000.0,
+        "token_calls_per_second": 1000.0,
+        "approval_calls_per_second": 1000.0,
+        "pump_interval_seconds": 0.02,
+    }
+    values.update(overrides)
+    return SimulatorSettings(**values)
