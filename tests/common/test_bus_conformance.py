@@ -296,3 +296,32 @@ async def test_metrics_count_published_consumed_and_dead_lettered_messages(make_
     assert sample("tradebot_bus_messages_consumed_total", queue=good, outcome="ok") == 2
     assert sample("tradebot_bus_messages_consumed_total", queue=bad, outcome="dead_lettered") == 2
     assert sample("tradebot_bus_handler_seconds_count", queue=good) == 2
+
+
+async def test_transient_queues_give_each_consumer_its_own_copy_and_go_away_with_it(
+    make_bus: BusFactory, request: pytest.FixtureRequest
+) -> None:
+    first, second = await make_bus(), await make_bus()
+    heard: dict[str, list[uuid.UUID]] = {"first": [], "second": []}
+
+    def collector(name: str) -> Callable[[Envelope], Awaitable[None]]:
+        async def handler(envelope: Envelope) -> None:
+            heard[name].append(envelope.message_id)
+
+        return handler
+
+    own_first, own_second = qname(make_bus, "own-first"), qname(make_bus, "own-second")
+    await first.subscribe(own_first, ["model.promoted"], collector("first"), transient=True)
+    await second.subscribe(own_second, ["model.promoted"], collector("second"), transient=True)
+    sent = tick_envelope()
+    await first.publish("model.promoted", sent)
+    await eventually(lambda: heard["first"] == [sent.message_id] and heard["second"] == [sent.message_id])
+    if isinstance(first, RabbitMQBus):
+        await first.close()
+        connection = await aio_pika.connect(request.getfixturevalue("amqp_url"))
+        try:
+            channel = await connection.channel()
+            with pytest.raises(aio_pika.exceptions.ChannelClosed):
+                await channel.declare_queue(own_first, passive=True)
+        finally:
+            await connection.close()

@@ -35,7 +35,8 @@ HISTORY = ("2015-01-01", "2017-12-22")  # the first backfill: what the model tra
 NEW_DAYS = ("2017-12-26", "2017-12-29")  # after promotion: new bars to decide on
 RESTART_DAYS = ("2018-01-02", "2018-01-05")  # flowing while the data-processor restarts
 OLDER_HISTORY = ("2013-01-01", "2014-12-31")  # flowing while an inferencer restarts
-LAST_DAYS = ("2018-01-08", "2018-01-09")  # decided after the trader restarted
+LAST_DAYS = ("2018-01-08", "2018-01-08")  # decided after the trader restarted
+FAILOVER_DAYS = ("2018-01-09", "2018-01-09")  # decided after the standby trader took over
 TRAINING = {
     "source": {"kind": "db", "symbols": SYMBOLS, "timeframe": "1d"},
     "split": {
@@ -46,9 +47,9 @@ TRAINING = {
         "test_start": "2017-04-01",
         "test_end": "2017-12-22",
     },
-    # Two bars: the inferencer keeps no history across restarts or a newest-first backfill, so a
-    # short window is what lets every new bar become a decision.
-    "window": 2,
+    # Inferencers read windows from the stored features: a restarted or second replica decides
+    # the next bar with a full window at once.
+    "window": 5,
     "forecaster": {"epochs": 1, "max_samples": 300, "hidden": 8},
     "a3c": {
         "workers": 1,
@@ -241,12 +242,12 @@ def settled(db: Database) -> bool:
 
 
 def decided(db: Database, since: str) -> bool:
-    """Every decision on bars from ``since`` has its trader outcome recorded."""
+    """Every decision on bars from ``since`` has the trader's answer (none waits in the outbox)."""
     return bool(
         db.value(
             "SELECT count(*) FROM decisions WHERE feature_ts >= :d", d=datetime.fromisoformat(since + "T00:00+00:00")
         )
-        and db.value("SELECT count(*) FROM decisions WHERE trade_status IS NULL") == 0
+        and db.value("SELECT count(*) FROM decisions WHERE trade_status IN ('pending', 'error')") == 0
     )
 
 
@@ -392,6 +393,16 @@ def test_distributed_flow_restarts_and_failover(cluster: Cluster, pg_url: str, s
     assert repeated["created"] is False and repeated["order"]["id"] == placed["order"]["id"]
     assert db.value("SELECT count(*) FROM orders") == orders_before + 1
     eventually(lambda: settled(db), 60, "the standby's order settled")
+    # New bars: the inferencers' calls fail over from the dead trader to the standby.
+    backfill(api, *FAILOVER_DAYS)
+    bars += trading_days(shared_data, *FAILOVER_DAYS) * len(SYMBOLS)
+    eventually(lambda: decided(db, FAILOVER_DAYS[0]), 60, "decisions taken by the standby trader")
+    failed_over = db.rows(
+        "SELECT trade_status FROM decisions WHERE feature_ts >= :d",
+        d=datetime.fromisoformat(FAILOVER_DAYS[0] + "T00:00+00:00"),
+    )
+    assert failed_over and all(status not in ("expired", "rejected") for (status,) in failed_over), failed_over
+    eventually(lambda: settled(db), 60, "orders settled after the failover")
     check_database(db, bars)
     reconciliation = api.post("/trade/reconcile")
     assert reconciliation["differences"] == [], reconciliation

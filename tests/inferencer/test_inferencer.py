@@ -82,7 +82,8 @@ async def test_a_promoted_model_is_swapped_in_without_mixing_requests_in_flight(
         await asyncio.sleep(0.02)
     new = await service.on_features(features(SYMBOL, T0 + timedelta(minutes=3)))
     assert new is not None and new.model_version == "v2" and new.prediction.target_exposure == ACTIONS[3]
-    assert new.prediction.value == 0.0  # fresh state for the new model, but the window carried over
+    # The new model's state is rebuilt over the day's bars (10:01..10:03), not carried from v1's.
+    assert new.prediction.value == 2.0 and new.steps == 3
     assert (await inferencer.http.get("/inference/model")).json()["model"]["version"] == "v2"
 
 

@@ -262,7 +262,8 @@ class Cluster:
         elif kind is TRAINER:
             env["MODEL_TRAINER_ARTIFACT_ROOT"] = str((cfg.work_dir / "models").resolve())
         elif kind is INFERENCER:
-            env["INFERENCER_TRADER_URL"] = urls[TRADER.name]
+            # Every trader replica, in order: the inferencer fails over to the standby by itself.
+            env["INFERENCER_TRADER_URL"] = ",".join(self.upstreams[TRADER.name])
         return env
 
     # -- preparing the database ----------------------------------------------------------------

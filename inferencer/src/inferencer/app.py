@@ -15,16 +15,22 @@ from inferencer.consumers import subscribe
 from inferencer.routes import router
 from inferencer.service import InferencerService
 from inferencer.settings import InferencerSettings
+from inferencer.trader import TraderClient
 
 DESCRIPTION = "Serves the promoted model and turns features into decisions."
 
 
-def trader_client(runtime: Runtime, settings: InferencerSettings) -> httpx.AsyncClient | None:
-    """HTTP client of the trader: ``INFERENCER_TRADER_URL``, or the runner's upstream in all-in-one mode."""
-    url = settings.trader_url or runtime.extras.get("upstreams", {}).get("trader")
-    if not url:
-        return None
-    return httpx.AsyncClient(base_url=url, timeout=settings.trader_timeout_seconds)
+def trader_client(runtime: Runtime, settings: InferencerSettings) -> TraderClient | None:
+    """The trader's replicas from ``INFERENCER_TRADER_URL``, or the runner's mounted trader in all-in-one mode."""
+    urls = settings.trader_urls()
+    headers: dict[str, str] = {}
+    if not urls:
+        mounted = runtime.extras.get("upstreams", {}).get("trader")
+        if not mounted:
+            return None
+        # Mounted services only answer calls that carry the runner's internal token.
+        urls, headers = [mounted], dict(runtime.extras.get("internal_headers", {}))
+    return TraderClient.for_urls(urls, timeout=settings.trader_timeout_seconds, headers=headers)
 
 
 def create_app(
@@ -33,9 +39,9 @@ def create_app(
     settings = settings or load_settings(InferencerSettings)
     assert settings is not None
     torch.set_num_threads(settings.torch_threads)
-    client = trader if trader is not None else trader_client(runtime, settings)
+    client = TraderClient([trader]) if trader is not None else trader_client(runtime, settings)
     inferencer = InferencerService(
-        settings=settings, sessionmaker=runtime.sessionmaker, clock=runtime.clock, trader=client
+        settings=settings, engine=runtime.engine, sessionmaker=runtime.sessionmaker, clock=runtime.clock, trader=client
     )
 
     @contextlib.asynccontextmanager

@@ -1,6 +1,14 @@
-"""Bus handlers: ``features.v1`` into decisions, ``model.promoted.v1`` into a model swap."""
+"""Bus handlers: ``features.v1`` into decisions, ``model.promoted.v1`` into a model swap.
+
+Replicas share ``inferencer.features`` (each bar is decided once, by whichever replica takes
+it); every replica hears every promotion on a queue of its own, which goes away with it.
+"""
 
 from __future__ import annotations
+
+import os
+import socket
+import uuid
 
 from common.bus import MessageBus
 from common.contracts import Envelope, FeaturesV1, ModelPromotedV1
@@ -9,6 +17,11 @@ from .service import InferencerService
 
 FEATURES_QUEUE = "inferencer.features"
 MODELS_QUEUE = "inferencer.models"
+
+
+def replica_queue(base: str) -> str:
+    """A queue name of this process's own: host, pid and a random part (a pid repeats in containers)."""
+    return f"{base}.{socket.gethostname()[:40]}.{os.getpid()}.{uuid.uuid4().hex[:8]}"
 
 
 async def subscribe(bus: MessageBus, service: InferencerService) -> None:
@@ -21,4 +34,4 @@ async def subscribe(bus: MessageBus, service: InferencerService) -> None:
             await service.on_promoted(envelope.payload)
 
     await bus.subscribe(FEATURES_QUEUE, ["features.*.*"], on_features)
-    await bus.subscribe(MODELS_QUEUE, ["model.promoted", "model.promoted.#"], on_model)
+    await bus.subscribe(replica_queue(MODELS_QUEUE), ["model.promoted", "model.promoted.#"], on_model, transient=True)

@@ -1,4 +1,8 @@
-"""The inferencer's table (migration ``0006_inferencer``): every decision it made."""
+"""The inferencer's table (migrations ``0006_inferencer``, ``0009_inferencer_outbox``): every decision.
+
+A decision row is also the outbox entry of its trader call (``trade_status`` ``pending`` or
+``error`` until the trader answers) and carries the recurrent state after it (``state``).
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,16 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Float, Index, Integer, String
+from sqlalchemy import BigInteger, Float, Index, Integer, LargeBinary, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from common.db import Base
 from common.db.models import JsonDocument
+
+# Trade statuses that mean "the trader has not answered for this decision yet".
+PENDING = "pending"
+RETRYING = "error"
+UNSENT = (PENDING, RETRYING)
 
 
 class DecisionRecord(Base):
@@ -35,6 +44,17 @@ class DecisionRecord(Base):
     trade_status: Mapped[str | None] = mapped_column(String(32))
     order_id: Mapped[uuid.UUID | None]
     error: Mapped[str | None] = mapped_column(String(200))
+    state: Mapped[bytes | None] = mapped_column(LargeBinary)
+    attempts: Mapped[int] = mapped_column(Integer, server_default=text("0"), default=0)
+    next_attempt_at: Mapped[datetime | None]
 
 
 Index("ix_decisions_symbol_feature_ts", DecisionRecord.symbol, DecisionRecord.feature_ts.desc())
+Index(
+    "ix_decisions_model_symbol_feature_ts",
+    DecisionRecord.model_version,
+    DecisionRecord.symbol,
+    DecisionRecord.timeframe,
+    DecisionRecord.feature_ts.desc(),
+)
+Index("ix_decisions_trade_status", DecisionRecord.trade_status)

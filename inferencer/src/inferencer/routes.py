@@ -32,7 +32,7 @@ async def predict(body: PredictRequest, service: ServiceDep) -> PredictionView:
     if model is None:
         raise Unavailable("no model is loaded yet (none promoted in the registry)")
     timeframe = body.timeframe or model.manifest.timeframe
-    result = await service.engine.predict(body.symbol, timeframe, body.features, body.position)
+    result = await service.predict(body.symbol, timeframe, body.features, body.position)
     if result is None:
         window = model.manifest.window
         given = (

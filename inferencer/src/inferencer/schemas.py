@@ -48,8 +48,12 @@ class DecisionView(BaseModel):
     model_version: str
     target_exposure: float
     confidence: float
-    trade_status: str | None
+    trade_status: str | None = Field(
+        description="pending/error: waiting in the outbox; else the trader's answer, rejected, superseded or expired"
+    )
     order_id: uuid.UUID | None
+    error: str | None
+    attempts: int
 
     @classmethod
     def of(cls, record: DecisionRecord) -> DecisionView:
@@ -63,6 +67,8 @@ class DecisionView(BaseModel):
             confidence=record.confidence,
             trade_status=record.trade_status,
             order_id=record.order_id,
+            error=record.error,
+            attempts=record.attempts,
         )
 
 

@@ -93,7 +93,10 @@ class InMemoryBus:
             self._queues[name] = _Queue(name)
         return self._queues[name]
 
-    async def subscribe(self, queue: str, patterns: Sequence[str], handler: Handler) -> None:
+    async def subscribe(
+        self, queue: str, patterns: Sequence[str], handler: Handler, *, transient: bool = False
+    ) -> None:
+        # In one process every queue lives as long as the bus; ``transient`` changes nothing here.
         await self.declare(queue, patterns)
         target = self._queue(queue)
         for _ in range(self._prefetch):

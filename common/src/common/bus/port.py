@@ -4,7 +4,8 @@ Semantics shared by every adapter, pinned by ``tests/common/test_bus_conformance
 - ``publish`` returns only when the broker has confirmed the message (persistent).
 - Topic patterns: words separated by dots, ``*`` matches one word, ``#`` zero or more.
 - A named queue survives its consumers; several consumers of one queue share its messages;
-  different queues each get a copy.
+  different queues each get a copy. A ``transient`` queue belongs to one consumer and goes
+  away with it (one replica's own copy of broadcast events, e.g. model promotions).
 - A handler that returns acks the message. One that raises is retried (``max_attempts`` in all)
   and then dead-lettered with the reason; a message that is not a valid ``Envelope`` is
   dead-lettered at once without calling the handler. Nothing is dropped silently.
@@ -48,7 +49,9 @@ class MessageBus(Protocol):
         """Create the durable queue and its bindings so messages wait for a consumer."""
         ...
 
-    async def subscribe(self, queue: str, patterns: Sequence[str], handler: Handler) -> None: ...
+    async def subscribe(
+        self, queue: str, patterns: Sequence[str], handler: Handler, *, transient: bool = False
+    ) -> None: ...
 
     async def take_dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         """Remove and return up to ``limit`` dead letters of ``queue`` (operations, tests)."""

@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 ATTEMPTS_HEADER = "tradebot-attempts"
 REASON_HEADER = "tradebot-dead-reason"
 ROUTING_KEY_HEADER = "tradebot-routing-key"
+TRANSIENT_COMPANION_EXPIRY_MS = 24 * 3600 * 1000
 
 _CONNECTION_ERRORS: tuple[type[BaseException], ...] = (
     aio_pika.exceptions.AMQPError,
@@ -166,13 +167,23 @@ class RabbitMQBus:
     def _queue_name(self, queue: str) -> str:
         return f"{self._queue_prefix}{queue}"
 
-    async def _declare_on(self, channel: AbstractChannel, queue: str, patterns: Sequence[str]) -> AbstractQueue:
-        """Declare ``queue`` (already prefixed) with its ``.dead`` and ``.retry`` companions."""
-        main = await channel.declare_queue(queue, durable=True)
+    async def _declare_on(
+        self, channel: AbstractChannel, queue: str, patterns: Sequence[str], *, transient: bool = False
+    ) -> AbstractQueue:
+        """Declare ``queue`` (already prefixed) with its ``.dead`` and ``.retry`` companions.
+
+        A transient queue is exclusive to this connection and deleted with it; its companions
+        expire once unused for a day (they never have consumers, so auto-delete would not fire).
+        """
+        if transient:
+            main = await channel.declare_queue(queue, durable=False, exclusive=True, auto_delete=True)
+        else:
+            main = await channel.declare_queue(queue, durable=True)
         exchange = await channel.get_exchange(self._exchange_name, ensure=False)
         for pattern in patterns:
             await main.bind(exchange, routing_key=pattern)
-        await channel.declare_queue(f"{queue}.dead", durable=True)
+        expiry: dict[str, Any] = {"x-expires": TRANSIENT_COMPANION_EXPIRY_MS} if transient else {}
+        await channel.declare_queue(f"{queue}.dead", durable=True, arguments=expiry)
         await channel.declare_queue(
             f"{queue}.retry",
             durable=True,
@@ -180,6 +191,7 @@ class RabbitMQBus:
                 "x-message-ttl": int(self._retry_delay * 1000),
                 "x-dead-letter-exchange": "",
                 "x-dead-letter-routing-key": queue,
+                **expiry,
             },
         )
         return main
@@ -187,14 +199,16 @@ class RabbitMQBus:
     async def declare(self, queue: str, patterns: Sequence[str]) -> None:
         await self._declare_on(self._require_channel(), self._queue_name(queue), patterns)
 
-    async def subscribe(self, queue: str, patterns: Sequence[str], handler: Handler) -> None:
+    async def subscribe(
+        self, queue: str, patterns: Sequence[str], handler: Handler, *, transient: bool = False
+    ) -> None:
         if self._connection is None:
             raise Unavailable("bus not started")
         # A channel per consumer: its prefetch is its own, and a slow queue doesn't starve others.
         channel = await self._connection.channel(publisher_confirms=True)
         await channel.set_qos(prefetch_count=self._prefetch)
         queue = self._queue_name(queue)
-        main = await self._declare_on(channel, queue, patterns)
+        main = await self._declare_on(channel, queue, patterns, transient=transient)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             task = asyncio.current_task()
