@@ -5,10 +5,16 @@ published only after it commits. If the process dies between commit and publish,
 redelivered message is recognised as done and its features are not republished — the
 stored rows stay right, and the next closed bar publishes again (an outbox would close that
 window; see the service docs).
+
+While the database is unreachable a message is held (unacknowledged) and applied again with
+back-off until it answers: the bus's retry budget is for messages that fail, and spending it on
+an outage would dead-letter good data. The prefetch window bounds how many messages are held;
+the rest wait in the broker.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
@@ -19,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bus import Handler
 from common.contracts import Envelope, MarketBarV1, MarketQuoteV1, MarketTickBatchV1
-from common.db import idempotent
+from common.db import idempotent, is_unreachable
 from common.runtime import Runtime
 from data_processor.service import Outcome, Processor, features_message_id
 from data_processor.settings import DataProcessorSettings
@@ -39,6 +45,9 @@ FEATURES_PUBLISHED = Counter("tradebot_features_published_total", "features.v1 m
 
 
 Payload: TypeAlias = MarketTickBatchV1 | MarketBarV1 | MarketQuoteV1
+
+DATABASE_RETRY_FIRST_SECONDS = 0.2
+DATABASE_RETRY_MAX_SECONDS = 5.0
 
 
 def _inbox_name(queue: str) -> str:
@@ -65,10 +74,31 @@ def _handler(
                 return
             outcome = await process(session, message.payload, message.message_id)
 
-        await idempotent(_inbox_name(queue), runtime.sessionmaker, apply, clock=runtime.clock)(envelope)
+        inbox = idempotent(_inbox_name(queue), runtime.sessionmaker, apply, clock=runtime.clock)
+        await _once_the_database_answers(queue, lambda: inbox(envelope))
         await _after_commit(runtime, settings, envelope, outcome, kind)
 
     return handle
+
+
+async def _once_the_database_answers(queue: str, apply: Callable[[], Awaitable[None]]) -> None:
+    """Run ``apply``; while it fails because the database is unreachable, wait and run it again."""
+    delay, failures = DATABASE_RETRY_FIRST_SECONDS, 0
+    while True:
+        try:
+            await apply()
+        except Exception as exc:
+            if not is_unreachable(exc):
+                raise
+            failures += 1
+            if failures == 1:
+                log.warning("data_processor.database_unreachable", queue=queue, error=type(exc).__name__)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, DATABASE_RETRY_MAX_SECONDS)
+            continue
+        if failures:
+            log.info("data_processor.database_back", queue=queue, retries=failures)
+        return
 
 
 def tick_handler(runtime: Runtime, processor: Processor, settings: DataProcessorSettings) -> Handler:

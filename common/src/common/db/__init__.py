@@ -5,7 +5,7 @@ from common.db import (
     collection,  # noqa: F401 — registers the data collector's tables on Base
     processing,  # noqa: F401 — registers the data processor's tables on Base
 )
-from common.db.engine import create_engine, create_sessionmaker, normalise_url, ping, redact_url
+from common.db.engine import create_engine, create_sessionmaker, is_unreachable, normalise_url, ping, redact_url
 from common.db.inbox import InboxHandler, idempotent, prune_inbox
 from common.db.migrate import downgrade, head_revisions, migrate
 from common.db.models import (
@@ -19,7 +19,7 @@ from common.db.models import (
     UtcDateTime,
     kis_token_key,
 )
-from common.db.session import SessionDep, get_session
+from common.db.session import SessionDep, get_session, write_transaction
 from common.db.storage import StorageKind, storage_kind, timescale_available
 from common.db.upsert import insert_ignoring_duplicates
 
@@ -42,6 +42,7 @@ __all__ = [
     "head_revisions",
     "idempotent",
     "insert_ignoring_duplicates",
+    "is_unreachable",
     "kis_token_key",
     "migrate",
     "normalise_url",
@@ -50,4 +51,5 @@ __all__ = [
     "redact_url",
     "storage_kind",
     "timescale_available",
+    "write_transaction",
 ]

@@ -14,7 +14,8 @@ from typing import Any
 import structlog
 from sqlalchemy import event, text
 from sqlalchemy.engine import URL, Connection, make_url
-from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry
 
@@ -24,6 +25,9 @@ log = structlog.get_logger(__name__)
 
 SQLITE_BUSY_TIMEOUT_MS = 15_000
 POSTGRES_CONNECT_TIMEOUT_S = 10.0
+# SQLSTATEs meaning the server is not there for us right now (connection exceptions, shutting
+# down, starting up, out of connection slots), as opposed to a statement that failed.
+UNREACHABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03", "53300")
 
 _DRIVER_ALIASES = {
     "postgresql": "postgresql+asyncpg",
@@ -98,6 +102,25 @@ async def ping(engine: AsyncEngine, *, within_seconds: float = 5.0) -> None:
         raise Unavailable(
             f"database {where} unreachable: {type(e).__name__}", detail={"error": type(e).__name__}
         ) from e
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """Whether ``error`` says the database could not be reached (down, restarting, connection lost,
+    no free connection) rather than that the work itself failed; retrying later can succeed."""
+    if isinstance(error, PoolTimeoutError) or (isinstance(error, DBAPIError) and error.connection_invalidated):
+        return True
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, (OSError, TimeoutError)):  # refused, reset, connect timeout
+            return True
+        sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(UNREACHABLE_SQLSTATES):
+            return True
+        orig = getattr(current, "orig", None)
+        current = orig if isinstance(orig, BaseException) and id(orig) not in seen else current.__cause__
+    return False
 
 
 def _ensure_sqlite_directory(url: URL) -> None:
