@@ -20,9 +20,13 @@ from common.clock import ensure_utc
 # A KRX short code: 6 characters (ETNs carry a leading Q).
 Symbol = Annotated[str, StringConstraints(pattern=r"^Q?[0-9A-Z]{6}$")]
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(ensure_utc)]
-Krw = Annotated[int, Field(ge=0, description="an amount or price in whole KRW")]
-PositiveKrw = Annotated[int, Field(gt=0, description="a price in whole KRW")]
-Shares = Annotated[int, Field(ge=0)]
+# Amounts, prices and counts are stored as BIGINT: a larger value can only come from a broken
+# producer, and refusing it here dead-letters the message at once with a clear reason instead
+# of failing its handler on every retry.
+MAX_BIGINT = 2**63 - 1
+Krw = Annotated[int, Field(ge=0, le=MAX_BIGINT, description="an amount or price in whole KRW")]
+PositiveKrw = Annotated[int, Field(gt=0, le=MAX_BIGINT, description="a price in whole KRW")]
+Shares = Annotated[int, Field(ge=0, le=MAX_BIGINT)]
 Timeframe = Literal["1m", "1d"]
 Side = Literal["buy", "sell"]
 
@@ -36,7 +40,7 @@ class Tick(Contract):
 
     symbol: Symbol
     ts: UtcDatetime
-    seq: int = Field(ge=0)
+    seq: int = Field(ge=0, le=MAX_BIGINT)
     price: PositiveKrw
     volume: Shares
     cum_volume: Shares | None = None
@@ -117,7 +121,7 @@ class OrderEventBase(Contract):
     idempotency_key: str = Field(max_length=128)
     symbol: Symbol
     side: Side
-    quantity: int = Field(gt=0)
+    quantity: int = Field(gt=0, le=MAX_BIGINT)
     price: Krw | None = Field(default=None, description="limit price; None for a market order")
 
 
@@ -137,7 +141,7 @@ class OrderRejectedV1(OrderEventBase):
 
 class OrderCancelledV1(OrderEventBase):
     kind: Literal["order.cancelled.v1"] = "order.cancelled.v1"
-    cancelled_quantity: int = Field(ge=0)
+    cancelled_quantity: int = Field(ge=0, le=MAX_BIGINT)
 
 
 class FillV1(Contract):
@@ -146,7 +150,7 @@ class FillV1(Contract):
     order_id: uuid.UUID
     symbol: Symbol
     side: Side
-    quantity: int = Field(gt=0)
+    quantity: int = Field(gt=0, le=MAX_BIGINT)
     price: PositiveKrw
     commission: Krw
     tax: Krw

@@ -194,6 +194,9 @@ def configure(
         logger.propagate = True
     for noisy in ("aiormq", "aio_pika", "httpx", "httpcore"):
         logging.getLogger(noisy).setLevel(max(logging.getLogger(noisy).level, logging.WARNING))
+    # At DEBUG the websockets library logs every frame: KIS approval keys, HTS ids and the
+    # notices' AES keys, cut at 75 characters where no redactor can recognise them.
+    logging.getLogger("websockets").setLevel(max(logging.getLogger("websockets").level, logging.INFO))
 
 
 def bind_request(correlation_id: str, **fields: Any) -> None:
