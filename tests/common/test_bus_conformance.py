@@ -325,3 +325,22 @@ async def test_transient_queues_give_each_consumer_its_own_copy_and_go_away_with
                 await channel.declare_queue(own_first, passive=True)
         finally:
             await connection.close()
+
+
+async def test_dead_letters_of_a_transient_queue_can_be_taken(make_bus: BusFactory) -> None:
+    bus = await make_bus(max_attempts=1)
+
+    async def refuse(envelope: Envelope) -> None:
+        raise RuntimeError("not this one")
+
+    queue = qname(make_bus, "own-failing")
+    await bus.subscribe(queue, ["tick.#"], refuse, transient=True)
+    await bus.publish("tick.005930", tick_envelope())
+    dead: list = []
+    deadline = asyncio.get_running_loop().time() + 10
+    while not dead:
+        assert asyncio.get_running_loop().time() < deadline, "nothing was dead-lettered"
+        dead.extend(await bus.take_dead_letters(queue))
+        await asyncio.sleep(0.05)
+    assert dead[0].reason == "RuntimeError: not this one"
+    assert await bus.take_dead_letters(qname(make_bus, "never-declared")) == []

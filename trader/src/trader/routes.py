@@ -55,7 +55,8 @@ ServiceDep = Annotated[TraderService, Depends(trader_service)]
 
 
 def _actor(role: str | None, user: str | None) -> str:
-    name = user if user and len(user) <= 48 and all(c.isalnum() or c in "-_.@" for c in user) else "anonymous"
+    # The gateway sends its principal's subject, e.g. "user:admin" or "key:ci-bot".
+    name = user if user and len(user) <= 64 and all(c.isalnum() or c in "-_.@:" for c in user) else "anonymous"
     return f"{role or 'none'}:{name}"
 
 

@@ -303,8 +303,19 @@ class RabbitMQBus:
         await message.ack()
 
     async def take_dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
-        channel = self._require_channel()
-        dead = await channel.declare_queue(f"{self._queue_name(queue)}.dead", durable=True)
+        if self._connection is None:
+            raise Unavailable("bus not started")
+        # A channel of its own and a passive declare: the dead queue is read as it was declared
+        # (a transient queue's carries an expiry), and a missing one closes only this channel.
+        async with self._connection.channel() as channel:
+            try:
+                dead = await channel.declare_queue(f"{self._queue_name(queue)}.dead", passive=True)
+            except aio_pika.exceptions.ChannelClosed:
+                return []
+            return await self._drain_dead(queue, dead, limit)
+
+    @staticmethod
+    async def _drain_dead(queue: str, dead: AbstractQueue, limit: int) -> list[DeadLetter]:
         taken: list[DeadLetter] = []
         while len(taken) < limit:
             message = await dead.get(no_ack=False, fail=False)

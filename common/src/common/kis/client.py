@@ -42,6 +42,7 @@ from common.kis.rest import KisResponse, KisRest
 from common.kis.settings import KisSettings
 from common.kis.tokens import DbTokenStore, FileTokenStore, TokenStore
 from common.kis.websocket import KisWebSocket
+from common.logging import redactor
 
 log = structlog.get_logger(__name__)
 
@@ -108,6 +109,8 @@ class KisClient:
         limiter: TokenBucket | None = None,
     ) -> None:
         self.settings = settings
+        # Whatever mode built these settings (environment, all-in-one, tests), logs never show them.
+        redactor.add(settings.secrets())
         self.rest = KisRest(settings, http=http, store=store, clock=clock, limiter=limiter)
         self.clock = self.rest.clock
 
