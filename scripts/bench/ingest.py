@@ -9,21 +9,21 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import signal
-import socket
 import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, date, datetime, timedelta
+from datetime import date, timedelta
 from datetime import time as dtime
 from pathlib import Path
 
 import aio_pika
-import asyncpg
+import asyncpg  # type: ignore[import-untyped]
+import benchlib
 import numpy as np
 import talib
+from benchlib import Figure
 
 from common.bus.rabbitmq import RabbitMQBus
 from common.clock import kst_datetime
@@ -31,7 +31,7 @@ from common.contracts import Envelope, MarketTickBatchV1, Tick
 from common.db import migrate
 from data_processor.features import WINDOW, Series, compute_range
 
-ROOT = Path(__file__).resolve().parents[2]
+SECTION = "data-processor"
 SYMBOLS = [f"{n:06d}" for n in range(5930, 5930 + 20)]
 BATCH = 5_000
 
@@ -41,7 +41,7 @@ def build_messages(total: int) -> list[tuple[str, Envelope]]:
     start = kst_datetime(date(2024, 1, 2), dtime(9, 0))
     per_symbol = total // len(SYMBOLS)
     step = timedelta(milliseconds=250)  # four prints a second: a liquid KRX stock
-    messages = []
+    messages: list[tuple[str, Envelope]] = []
     for index, symbol in enumerate(SYMBOLS):
         ticks = [
             Tick(
@@ -54,36 +54,29 @@ def build_messages(total: int) -> list[tuple[str, Envelope]]:
             for s in range(0, len(ticks), BATCH)
         )
     # Interleave symbols, as a live feed would.
-    messages.sort(key=lambda m: (m[1].payload.ticks[0].ts, m[0]))  # type: ignore[union-attr]
+    messages.sort(key=lambda m: (first_tick(m[1]).ts, m[0]))
     return messages
 
 
-async def create_database(server: str) -> str:
-    name = f"tradebot_bench_{uuid.uuid4().hex[:10]}"
-    conn = await asyncpg.connect(server.replace("postgresql+asyncpg://", "postgresql://", 1))
-    await conn.execute(f'CREATE DATABASE "{name}"')
-    await conn.close()
-    return f"{server.rpartition('/')[0]}/{name}"
+def batch(envelope: Envelope) -> MarketTickBatchV1:
+    assert isinstance(envelope.payload, MarketTickBatchV1)
+    return envelope.payload
 
 
-async def drop_database(server: str, url: str) -> None:
-    conn = await asyncpg.connect(server.replace("postgresql+asyncpg://", "postgresql://", 1))
-    await conn.execute(f'DROP DATABASE IF EXISTS "{url.rpartition("/")[2]}" WITH (FORCE)')
-    await conn.close()
+def first_tick(envelope: Envelope) -> Tick:
+    return batch(envelope).ticks[0]
 
 
-def dsn(url: str) -> str:
-    return url.replace("postgresql+asyncpg://", "postgresql://", 1)
+def tick_count(messages: list[tuple[str, Envelope]]) -> int:
+    return sum(len(batch(envelope).ticks) for _, envelope in messages)
 
 
 async def bare_copy(url: str, messages: list[tuple[str, Envelope]]) -> float:
     """Ticks/s of COPY straight into ``ticks`` (no staging, no conflict handling): the reference."""
     rows = [
-        (t.symbol, t.ts, t.seq, t.price, t.volume, t.cum_volume, t.side)
-        for _, e in messages
-        for t in e.payload.ticks  # type: ignore[union-attr]
+        (t.symbol, t.ts, t.seq, t.price, t.volume, t.cum_volume, t.side) for _, e in messages for t in batch(e).ticks
     ]
-    conn = await asyncpg.connect(dsn(url))
+    conn = await asyncpg.connect(benchlib.dsn(url))
     try:
         started = time.perf_counter()
         for s in range(0, len(rows), BATCH):
@@ -99,17 +92,11 @@ async def bare_copy(url: str, messages: list[tuple[str, Envelope]]) -> float:
     return len(rows) / elapsed
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 async def end_to_end(url: str, amqp: str, messages: list[tuple[str, Envelope]]) -> tuple[float, int, float]:
     """Ticks/s from the first publish to the last committed batch, with a data-processor process."""
     suffix = uuid.uuid4().hex[:8]
     exchange, queue = f"bench-{suffix}", f"bench-{suffix}.ticks"
-    port = free_port()
+    port = benchlib.free_port()
     env = {
         **os.environ,
         "TRADEBOT_DATABASE_URL": url,
@@ -125,11 +112,11 @@ async def end_to_end(url: str, amqp: str, messages: list[tuple[str, Envelope]]) 
     process = subprocess.Popen([executable], env=env)  # noqa: S603, ASYNC220 — our own console script
     publisher = RabbitMQBus(amqp, exchange=exchange)
     await publisher.start()
-    conn = await asyncpg.connect(dsn(url))
+    conn = await asyncpg.connect(benchlib.dsn(url))
     try:
         await publisher.declare(queue, ["tick.#"])
         await _wait_ready(port, process)
-        total = sum(len(e.payload.ticks) for _, e in messages)  # type: ignore[union-attr]
+        total = tick_count(messages)
         started = time.perf_counter()
         for s in range(0, len(messages), 20):
             await publisher.publish_batch(messages[s : s + 20])
@@ -180,7 +167,7 @@ def direct_talib(s: Series, first: int) -> None:
         w = s.window(end)
         talib.MACD(w.close, 12, 26, 9)
         talib.BBANDS(w.close, 20, 2.0, 2.0)
-        talib.STOCH(w.high, w.low, w.close, 14, 3, 0, 3, 0)
+        talib.STOCH(w.high, w.low, w.close, 14, 3, 0, 3, 0)  # type: ignore[arg-type]  # 0: SMA
         talib.SMA(w.close, 5)
         talib.SMA(w.close, 60)
         talib.EMA(w.close, 12)
@@ -210,36 +197,21 @@ def indicator_bench(bars: int) -> tuple[float, float]:
     return best_ours, best_ref
 
 
-def machine() -> str:
-    memory = "?"
-    try:
-        kb = next(
-            int(line.split()[1])
-            for line in Path("/proc/meminfo").read_text().splitlines()
-            if line.startswith("MemTotal")
-        )
-        memory = f"{kb / 1024 / 1024:.1f} GiB"
-    except (OSError, StopIteration):
-        pass
-    return f"{os.cpu_count()} CPUs (nproc), {memory} RAM, {platform.platform()}, Python {platform.python_version()}"
-
-
 async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--command", default="scripts/bench.sh")
     args = parser.parse_args()
-    server = os.environ.get("TRADEBOT_TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/postgres")
-    amqp = os.environ.get("TRADEBOT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
+    server, amqp = benchlib.database_server(), benchlib.amqp_url()
     total = 200_000 if args.quick else 1_000_000
     messages = build_messages(total)
-    url = await create_database(server)
+    url = await benchlib.create_database(server)
     try:
         await migrate(url)
         copy_rate = await bare_copy(url, messages)
         e2e_rate, stored, publish_rate = await end_to_end(url, amqp, messages)
     finally:
-        await drop_database(server, url)
+        await benchlib.drop_database(server, url)
     bars = 2_000 if args.quick else 10_000
     ours, reference = indicator_bench(bars)
 
@@ -252,36 +224,36 @@ async def main() -> None:
         f" {'met' if e2e_rate >= 100_000 else 'NOT met'}",
         f"- features of {bars:,} closed bars ({WINDOW}-bar windows):"
         f" **{ours * 1e6 / bars:.1f} µs/bar** vs TA-Lib called directly on the same windows"
-        f" {reference * 1e6 / bars:.1f} µs/bar → **{ratio:.2f}×** (goal ≤ 1.5×)",
+        f" {reference * 1e6 / bars:.1f} µs/bar → **{ratio:.2f}×**"
+        f" (goal ≤ 1.5×: {'met' if ratio <= 1.5 else 'NOT met'})",
     ]
     for line in lines:
         print(line)
-    write_report(args.command, lines)
+    benchlib.write_section(SECTION, args.command, lines)
+    benchlib.update_summary(figures(e2e_rate, copy_rate, ours, reference, bars, args.command))
 
 
-def write_report(command: str, lines: list[str]) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    header = (
-        "# Benchmarks\n\nFigures from `scripts/bench.sh`; each run adds a dated section. Timings are compared\n"
-        "with a reference measured in the same run (these machines are shared and noisy).\n"
-    )
-    existing = path.read_text(encoding="utf-8") if path.exists() else header
-    marker = "## data-processor"
-    section = "\n".join(
-        [
-            f"### {datetime.now(UTC):%Y-%m-%d %H:%M} UTC — `{command}`",
-            "",
-            f"Machine: {machine()}.",
-            "",
-            *lines,
-            "",
-        ]
-    )
-    if marker not in existing:
-        existing = existing.rstrip("\n") + f"\n\n{marker}\n\n"
-    head, _, tail = existing.partition(marker)
-    existing = f"{head}{marker}\n\n{section}\n{tail.lstrip(chr(10))}"
-    path.write_text(existing.rstrip("\n") + "\n", encoding="utf-8")
+def figures(e2e_rate: float, copy_rate: float, ours: float, reference: float, bars: int, command: str) -> list[Figure]:
+    return [
+        Figure(
+            "ingest ticks/s end to end",
+            f"{e2e_rate:,.0f} ticks/s",
+            f"bare COPY {copy_rate:,.0f} ticks/s",
+            f"{e2e_rate / copy_rate:.2f}×",
+            "≥ 100,000 ticks/s",
+            e2e_rate >= 100_000,
+            command,
+        ),
+        Figure(
+            "indicator time vs TA-Lib",
+            f"{ours * 1e6 / bars:.1f} µs/bar",
+            f"TA-Lib direct {reference * 1e6 / bars:.1f} µs/bar",
+            f"{ours / reference:.2f}×",
+            "≤ 1.5×",
+            ours / reference <= 1.5,
+            command,
+        ),
+    ]
 
 
 if __name__ == "__main__":

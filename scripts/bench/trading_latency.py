@@ -21,21 +21,22 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
 import time
-from datetime import UTC, datetime, timedelta
+from collections.abc import Awaitable, Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import benchlib
 import httpx
 import structlog
-import torch
 import uvicorn
+from benchlib import Figure
+from policy import build_model
 from pydantic import SecretStr
 
 from common.clock import KST, FixedClock
@@ -51,58 +52,8 @@ from trader.app import create_app as create_trader
 from trader.broker import KisBroker
 from trader.settings import RiskLimits, TraderSettings
 
-ROOT = Path(__file__).resolve().parents[2]
-FEATURES = ["ret_1", "ret_5", "rsi_14", "vol_ratio", "macd"]
-SECTION = "## trading latency (tick → decision → order accepted)"
+SECTION = "trading latency (tick → decision → order accepted)"
 WATCHLIST = 20
-
-
-class LstmPolicy(torch.nn.Module):
-    """A small policy with the artifact contract's signature: LSTM over the window, softmax head."""
-
-    def __init__(self, features: int, hidden: int, actions: int) -> None:
-        super().__init__()
-        self.lstm = torch.nn.LSTM(features, hidden, num_layers=1, batch_first=True)
-        self.head = torch.nn.Linear(hidden + 1, actions)
-        self.value = torch.nn.Linear(hidden + 1, 1)
-        # The sign of the last bar's ``ret_1`` picks the action outright (the benchmark steers it).
-        self.signal = torch.nn.Linear(features, actions, bias=False)
-        with torch.no_grad():
-            self.head.bias.copy_(torch.tensor([0.0, 5.0]))  # prefer the small long position
-            self.signal.weight.zero_()
-            self.signal.weight[:, 0] = torch.tensor([-10_000.0, 10_000.0])
-
-    def forward(
-        self, features: torch.Tensor, position: torch.Tensor, h: torch.Tensor, c: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        out, (h2, c2) = self.lstm(torch.nan_to_num(features), (h, c))
-        last = torch.cat([out[:, -1, :], position], dim=1)
-        logits = self.head(last) + self.signal(torch.nan_to_num(features[:, -1, :]))
-        return torch.softmax(logits, dim=1), self.value(last), h2, c2
-
-
-def build_model(folder: Path) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
-    torch.jit.save(torch.jit.script(LstmPolicy(len(FEATURES), 32, 2)), str(folder / "policy.pt"))
-    manifest = {
-        "model_id": "00000000-0000-0000-0000-0000000000b1",
-        "version": "bench-1",
-        "feature_set": "bench",
-        "feature_names": FEATURES,
-        "timeframe": "1m",
-        "window": 1,
-        "actions": [0.0, 0.002],
-        "hidden_layers": 1,
-        "hidden_size": 32,
-    }
-    (folder / "manifest.json").write_text(json.dumps(manifest))
-    return folder.as_uri()
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 async def run(
@@ -153,17 +104,17 @@ async def run(
 
         sim.exchange.subscribe(on_notice)
         # Told when the trader has answered a decision, with or without an order.
-        service = inferencer.state.inferencer
-        send = service.send
+        trader_client = inferencer.state.inferencer.trader
+        execute: Callable[[dict[str, Any]], Awaitable[httpx.Response]] = trader_client.execute
 
-        async def send_and_note(decision: Any) -> None:
+        async def execute_and_note(body: dict[str, Any]) -> httpx.Response:
             try:
-                await send(decision)
+                return await execute(body)
             finally:
-                answered.add(decision.symbol)
+                answered.add(body["symbol"])
                 arrived.set()
 
-        service.send = send_and_note
+        trader_client.execute = execute_and_note
         latencies: list[float] = []
         skipped = 0
 
@@ -220,8 +171,8 @@ async def run(
             "samples": len(latencies),
             "skipped": skipped,
             "symbols": "fresh symbol per sample" if fresh_symbols else f"watchlist of {WATCHLIST} symbols repeated",
-            "p50_ms": percentile(latencies, 50),
-            "p99_ms": percentile(latencies, 99),
+            "p50_ms": benchlib.percentile(latencies, 50),
+            "p99_ms": benchlib.percentile(latencies, 99),
             "mean_ms": statistics.fmean(latencies),
             "max_ms": max(latencies),
             "database": "PostgreSQL" if url.startswith("postgres") else "SQLite",
@@ -229,25 +180,28 @@ async def run(
 
 
 def record(result: dict[str, Any], command: str) -> None:
-    path = ROOT / "docs" / "benchmarks.md"
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    entry = (
-        f"### {stamp} — `{command}`\n\n"
-        f"Machine: {os.cpu_count()} CPUs, {platform.platform()}, Python {platform.python_version()}; "
-        f"one process (all-in-one shape: in-process bus, {result['database']}, trader over loopback HTTP, "
-        f"simulator over loopback sockets); {result['symbols']}.\n\n"
+    setting = (
+        f"One process (all-in-one shape: in-process bus, {result['database']}, trader over loopback HTTP,"
+        f" simulator over loopback sockets); {result['symbols']}."
+    )
+    met = result["p99_ms"] <= 50
+    line = (
         f"- tick → decision → order accepted by the simulator, {result['samples']} samples"
         f" ({result['skipped']} decisions without an order not counted): "
         f"**p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms** (mean {result['mean_ms']:.1f} ms, "
-        f"max {result['max_ms']:.1f} ms); goal p99 ≤ 50 ms {'met' if result['p99_ms'] <= 50 else 'NOT met'}\n"
+        f"max {result['max_ms']:.1f} ms); goal p99 ≤ 50 ms (set for distributed mode): {'met' if met else 'NOT met'}"
     )
-    if SECTION in text:
-        head, _, rest = text.partition(SECTION + "\n")
-        text = f"{head}{SECTION}\n\n{entry}{rest}"
-    else:
-        text = f"{text.rstrip()}\n\n{SECTION}\n\n{entry}"
-    path.write_text(text)
+    benchlib.write_section(SECTION, command, [line], setting)
+    figure = Figure(
+        f"tick → order accepted, all-in-one shape ({result['database']})",
+        f"p50 {result['p50_ms']:.1f} ms, p99 {result['p99_ms']:.1f} ms",
+        "—",
+        "—",
+        "p99 ≤ 50 ms (goal is for distributed)",
+        met,
+        command,
+    )
+    benchlib.update_summary([figure])
 
 
 def main() -> int:
