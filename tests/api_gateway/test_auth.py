@@ -227,3 +227,25 @@ async def test_two_replicas_bootstrapping_at_once_create_one_admin_and_both_star
             names = (await session.scalars(select(ApiUser.username))).all()
     assert sorted(results) == [False, True]
     assert names == ["admin"]
+
+
+async def test_a_verified_key_is_trusted_for_the_cache_period_then_read_again(sqlite_url: str) -> None:
+    from api_gateway.accounts import Accounts
+    from common.clock import FixedClock
+
+    clock = FixedClock(datetime(2024, 3, 4, tzinfo=UTC))
+    runtime = Runtime.from_settings(RuntimeSettings(mode=Mode.ALLINONE, database_url=SecretStr(sqlite_url)))
+    async with runtime:
+        accounts = Accounts(clock, TokenIssuer("s" * 40, "test", timedelta(minutes=5)), key_cache_seconds=5)
+        async with runtime.sessionmaker.begin() as session:
+            created = await accounts.create_key(session, "bot", Role.TRADER, None)
+        assert accounts.cached_key(created.plaintext) is None  # never verified yet
+        async with runtime.sessionmaker.begin() as session:
+            principal = await accounts.authenticate_key(session, created.plaintext)
+        assert accounts.cached_key(created.plaintext) == principal
+        clock.advance(timedelta(seconds=5))
+        assert accounts.cached_key(created.plaintext) is None  # stale: the database decides again
+        async with runtime.sessionmaker.begin() as session:
+            await accounts.authenticate_key(session, created.plaintext)
+            await accounts.revoke_key(session, created.record.id)
+        assert accounts.cached_key(created.plaintext) is None  # revoked here: forgotten at once

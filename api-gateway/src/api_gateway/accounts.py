@@ -10,7 +10,7 @@ import re
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import structlog
 from sqlalchemy.exc import IntegrityError
@@ -21,6 +21,7 @@ from api_gateway.models import ApiKey, ApiUser
 from api_gateway.roles import Principal, Role
 from api_gateway.security import (
     TokenIssuer,
+    api_key_digest,
     api_key_matches,
     generate_api_key,
     hash_password,
@@ -39,6 +40,7 @@ MAX_PASSWORD_LENGTH = 1024
 # last_used_at is a hint, not an audit trail: writing it on every request would turn each
 # read into a write.
 KEY_TOUCH_INTERVAL = timedelta(seconds=60)
+MAX_CACHED_KEYS = 10_000
 
 
 def check_username(username: str) -> str:
@@ -69,9 +71,30 @@ class CreatedKey:
 class Accounts:
     """Users (password → JWT) and API keys, on a session the caller commits."""
 
-    def __init__(self, clock: Clock, tokens: TokenIssuer) -> None:
+    def __init__(self, clock: Clock, tokens: TokenIssuer, *, key_cache_seconds: float = 0.0) -> None:
         self.clock = clock
         self.tokens = tokens
+        # Verified API keys (by digest) are trusted this long without a database read; a key
+        # revoked on another gateway replica keeps working for at most this long there.
+        self.key_cache = timedelta(seconds=key_cache_seconds)
+        self._verified: dict[str, tuple[Principal, datetime]] = {}
+
+    def cached_key(self, plaintext: str) -> Principal | None:
+        """The principal of a key verified within the cache period, without touching the database."""
+        entry = self._verified.get(api_key_digest(plaintext)) if self.key_cache else None
+        if entry is None:
+            return None
+        principal, verified_at = entry
+        if self.clock.now() - verified_at >= self.key_cache:
+            return None
+        return principal
+
+    def _remember_key(self, plaintext: str, principal: Principal) -> None:
+        if not self.key_cache:
+            return
+        if len(self._verified) >= MAX_CACHED_KEYS:
+            self._verified.clear()  # crude but bounded; keys are re-verified on their next call
+        self._verified[api_key_digest(plaintext)] = (principal, self.clock.now())
 
     async def create_user(self, session: AsyncSession, username: str, password: str, role: Role) -> ApiUser:
         check_username(username)
@@ -144,6 +167,7 @@ class Accounts:
         key = await repository.key_by_id(session, key_id)
         if key is None:
             raise NotFound(f"no API key {key_id}")
+        self._verified = {d: e for d, e in self._verified.items() if e[0].name != str(key_id)}
         if key.revoked_at is None:
             key.revoked_at = self.clock.now()
             await session.flush()
@@ -160,7 +184,9 @@ class Accounts:
         now = self.clock.now()
         if key.last_used_at is None or now - key.last_used_at >= KEY_TOUCH_INTERVAL:
             await repository.touch_key(session, key.id, now)
-        return Principal(kind="key", name=str(key.id), role=Role(key.role))
+        principal = Principal(kind="key", name=str(key.id), role=Role(key.role))
+        self._remember_key(plaintext, principal)
+        return principal
 
     async def bootstrap_admin(self, session: AsyncSession, username: str, password: str) -> bool:
         """Create the first admin if there are no users at all; True if it was created."""

@@ -58,7 +58,7 @@ def build_gateway(runtime: Runtime, settings: ApiGatewaySettings, routes: tuple[
     gateway = GatewayState(
         settings=settings,
         runtime=runtime,
-        accounts=Accounts(runtime.clock, _token_issuer(settings)),
+        accounts=Accounts(runtime.clock, _token_issuer(settings), key_cache_seconds=settings.key_cache_seconds),
         platform_settings=PlatformSettingsService(runtime.clock),
         limiter=TokenBucketLimiter(settings.rate_limit_per_minute, settings.rate_limit_burst),
         login_limiter=TokenBucketLimiter(settings.login_rate_limit_per_minute, settings.login_rate_limit_burst),

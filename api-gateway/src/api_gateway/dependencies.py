@@ -84,6 +84,9 @@ async def authenticate(request: Request, gateway: GatewayDep) -> Principal:
 
 
 async def _authenticate_key(gateway: GatewayState, credential: str) -> Principal:
+    cached = gateway.accounts.cached_key(credential)
+    if cached is not None:
+        return cached
     # Its own short transaction: forwarded requests must not hold a database connection (or,
     # on SQLite, the write lock of last_used_at) while the service works.
     try:

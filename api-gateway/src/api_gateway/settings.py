@@ -43,6 +43,9 @@ class ApiGatewaySettings(ServiceSettings):
 
     jwt_secret: SecretStr = SecretStr("changethis")
     jwt_ttl_minutes: int = Field(default=15, ge=1, le=1440)
+    key_cache_seconds: float = Field(
+        default=5.0, ge=0, le=300, description="how long a verified API key is trusted without a database read"
+    )
     jwt_issuer: str = "tradebot-api-gateway"
     bootstrap_admin_username: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.@-]{3,64}$")
     bootstrap_admin_password: SecretStr | None = None
