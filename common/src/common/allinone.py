@@ -51,11 +51,16 @@ class AllInOneSettings(TradebotSettings):
     kis_simulator: bool = True
 
 
-def simulator_kis_settings(sim: RunningSimulator, data_dir: Path) -> KisSettings:
-    """Client settings for the simulator's paper domain, with its first paper dev account."""
-    account = next(a for a in sim.settings.accounts if a.domain == "paper")
+def simulator_kis_settings(
+    sim: RunningSimulator, data_dir: Path, domain: KisDomain = KisDomain.PAPER
+) -> KisSettings | None:
+    """Client settings for the simulator's ``domain``, with its first account there (None without one)."""
+    account = next((a for a in sim.settings.accounts if a.domain == domain.value), None)
+    if account is None:
+        return None
+    paper = domain is KisDomain.PAPER
     return KisSettings(
-        domain=KisDomain.PAPER,
+        domain=domain,
         real_rest_url=sim.real.rest_url,
         real_ws_url=sim.real.ws_url,
         paper_rest_url=sim.paper.rest_url,
@@ -65,7 +70,7 @@ def simulator_kis_settings(sim: RunningSimulator, data_dir: Path) -> KisSettings
         cano=SecretStr(account.cano),
         acnt_prdt_cd=SecretStr(account.acnt_prdt_cd),
         hts_id=SecretStr(account.hts_id),
-        rate_per_second=sim.settings.paper_rest_per_second,
+        rate_per_second=sim.settings.paper_rest_per_second if paper else sim.settings.real_rest_per_second,
         token_cache_path=data_dir / "kis-tokens.json",
     )
 
@@ -201,6 +206,10 @@ def main() -> None:
                 simulator = await stack.enter_async_context(serve_simulator(load_settings(SimulatorSettings)))
                 runtime.extras["kis_simulator"] = simulator
                 runtime.extras["kis"] = simulator_kis_settings(simulator, settings.data_dir)
+                # KIS allows one WebSocket session per app key, and the trader's fill notices hold
+                # the paper account's: market data streams with the real-domain account, which
+                # never trades (a second key, as KIS users run market data beside an account).
+                runtime.extras["kis_market_data"] = simulator_kis_settings(simulator, settings.data_dir, KisDomain.REAL)
                 # The simulator's market may run in another time (a replay, accelerated): KIS
                 # clients follow its clock so token expiry and session hours agree with it.
                 runtime.extras["kis_clock"] = simulator.clock

@@ -1,9 +1,11 @@
 """Where the collector's KIS client comes from.
 
-All-in-one mode puts the simulator's ``KisSettings`` in ``runtime.extras["kis"]``; otherwise the
-``KIS_*`` environment is read, and only when a job first needs the broker (a collector that
-never collects needs no credentials). The client runs on the broker's clock: token expiry times
-are the broker's, and the simulator's market may run in accelerated or past time.
+All-in-one mode puts the simulator's ``KisSettings`` in ``runtime.extras``: ``"kis_market_data"``
+(an app key of its own: KIS allows one WebSocket session per key, and the trader's fill notices
+hold the trading account's), else ``"kis"``. Otherwise the ``KIS_*`` environment is read, and only
+when a job first needs the broker (a collector that never collects needs no credentials). The
+client runs on the broker's clock: token expiry times are the broker's, and the simulator's market
+may run in accelerated or past time.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class KisAccess:
         self._lock = asyncio.Lock()
 
     def settings(self) -> KisSettings:
-        provided = self._runtime.extras.get("kis")
+        provided = self._runtime.extras.get("kis_market_data") or self._runtime.extras.get("kis")
         if isinstance(provided, KisSettings):
             return provided
         settings: KisSettings = load_settings(KisSettings)

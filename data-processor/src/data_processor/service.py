@@ -26,6 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.clock import Clock
 from common.contracts import FeaturesV1, MarketBarV1, MarketQuoteV1, MarketTickBatchV1
+from common.db import write_transaction
 from common.db.processing import Fundamentals, ProcessingJob
 from common.errors import InvalidInput, NotFound
 from data_processor import repository as repo
@@ -447,14 +448,15 @@ class JobRunner:
         self, job_id: uuid.UUID, symbols: list[str], timeframe: str, start: datetime | None, end: datetime | None
     ) -> None:
         try:
-            async with self._sessionmaker.begin() as session:
+            # Read-then-write transactions take SQLite's write lock first (all-in-one shares the file).
+            async with write_transaction(self._sessionmaker) as session:
                 total = await repo.count_bars(session, symbols, timeframe, start, end)
                 await repo.update_job(session, job_id, status="running", total=total, updated_at=self._clock.now())
             done = written = 0
             for symbol in symbols:
                 cursor = start
                 while True:
-                    async with self._sessionmaker.begin() as session:
+                    async with write_transaction(self._sessionmaker) as session:
                         rows = await self._processor.refresh_features(
                             session, symbol, timeframe, cursor, closed=_always, end=end, limit=JOB_CHUNK
                         )

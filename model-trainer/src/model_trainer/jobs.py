@@ -23,7 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.clock import Clock
 from common.contracts import Envelope, ModelPromotedV1
-from common.db import create_engine, create_sessionmaker
+from common.db import create_engine, create_sessionmaker, write_transaction
 from common.metrics import TRAINING_STEPS
 from common.runtime import Runtime
 from model_trainer import repository as repo
@@ -109,7 +109,7 @@ class JobRunner:
     async def recover(self) -> None:
         """Jobs a previous process left running are interrupted: queue them again or fail them."""
         now = self.clock.now()
-        async with self.sessionmaker.begin() as session:
+        async with write_transaction(self.sessionmaker) as session:
             for job in await repo.active_jobs(session):
                 if job.status != "running":
                     continue
@@ -151,7 +151,7 @@ class JobRunner:
 
     async def _claim(self) -> tuple[uuid.UUID, str] | None:
         now = self.clock.now()
-        async with self.sessionmaker.begin() as session:
+        async with write_transaction(self.sessionmaker) as session:
             job = await repo.next_queued_job(session)
             if job is None:
                 return None
@@ -232,7 +232,7 @@ class JobRunner:
         snapshot = {
             k: p.get(k) for k in ("steps", "steps_total", "episodes", "elapsed", "eta", "fold", "seed", "seed_index")
         }
-        async with self.sessionmaker.begin() as session:
+        async with write_transaction(self.sessionmaker) as session:
             job = await repo.get_job(session, job_id)
             previous = job.progress if job else {}
             snapshot["episodes_total"] = previous.get("episodes_total", 0)
@@ -271,7 +271,7 @@ class JobRunner:
     async def _complete(self, job_id: uuid.UUID, result: dict[str, Any]) -> None:
         now = self.clock.now()
         promoted: repo.ModelRecord | None = None
-        async with self.sessionmaker.begin() as session:
+        async with write_transaction(self.sessionmaker) as session:
             job = await repo.get_job(session, job_id)
             assert job is not None
             config = TrainingConfig.model_validate(job.config)

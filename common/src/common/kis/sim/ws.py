@@ -233,7 +233,11 @@ class WebSocketHub:
                 if tr_id not in (TRADES, BOOK):
                     continue
                 quote = market.quote(code, now)
-                if quote is None or not quote.opened:
+                if quote is None:
+                    continue
+                if not quote.opened:
+                    # Subscribed before the open: every print of the day is news, the first included.
+                    session.cursors.setdefault((tr_id, code), (quote.day, -1))
                     continue
                 last_day, last_index = session.cursors.get((tr_id, code), (quote.day, quote.index))
                 if (tr_id, code) not in session.cursors:
