@@ -38,7 +38,17 @@ from common.contracts import FeaturesV1, ModelPromotedV1
 from common.errors import TradebotError
 from common.metrics import DECISION_SECONDS
 
-from .engine import Bar, Decision, InferenceEngine, ModelSlot, Recurrent, Row, decode_state, encode_state
+from .engine import (
+    Bar,
+    Decision,
+    InferenceEngine,
+    ModelSlot,
+    Recurrent,
+    Row,
+    decode_state,
+    encode_state,
+    same_session,
+)
 from .model import LoadedModel, Prediction, load_model
 from .models import PENDING, RETRYING, UNSENT, DecisionRecord
 from .repository import (
@@ -83,6 +93,9 @@ class InferencerService:
         self.engine = InferenceEngine(self.executor, burn_in=settings.burn_in_bars, memory_bars=settings.memory_bars)
         self._swap_lock = asyncio.Lock()
         self._symbol_locks: dict[str, asyncio.Lock] = {}
+        # Each decision in flight holds up to two database connections (its lock and its reads):
+        # bounded well below the pool, whatever the bus's prefetch.
+        self._in_flight = asyncio.Semaphore(settings.concurrent_decisions)
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = asyncio.Event()
         self.decisions_made = 0
@@ -157,7 +170,7 @@ class InferencerService:
     async def _symbol_lock(self, symbol: str, timeframe: str) -> AsyncIterator[None]:
         """Serialise work on one symbol: in this process, and across replicas on PostgreSQL."""
         name = f"inferencer:{symbol}:{timeframe}"
-        async with self._symbol_locks.setdefault(name, asyncio.Lock()):
+        async with self._in_flight, self._symbol_locks.setdefault(name, asyncio.Lock()):
             if self.db.dialect.name != "postgresql":
                 yield  # SQLite serves one process (all-in-one): the local lock is the whole story
                 return
@@ -209,6 +222,8 @@ class InferencerService:
                 )
                 return None
             prior = _recurrent(model, latest)
+            if prior is not None and not same_session(model, prior.ts, features.ts):
+                prior = None  # yesterday's intraday memory does not carry into today
             history = await self._history(session, model, features, prior)
         made = await self.engine.decide(slot, features, prior, history)
         if made is None:

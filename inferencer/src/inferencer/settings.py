@@ -29,6 +29,7 @@ class InferencerSettings(ServiceSettings):
         default=32, ge=0, le=10_000, description="bars a daily model steps over to rebuild recurrent state"
     )
     memory_bars: int = Field(default=512, ge=1, le=100_000, description="recent bars per symbol kept in memory")
+    concurrent_decisions: int = Field(default=4, ge=1, le=64, description="decisions (and trader calls) in flight")
     forward_threads: int = Field(default=1, ge=1, le=16, description="threads running forward passes")
     torch_threads: int = Field(default=1, ge=1, le=64)
     task_stop_timeout_seconds: float = Field(default=5.0, gt=0, le=60)
