@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, time
 from decimal import ROUND_DOWN, Decimal
+from fractions import Fraction
 
 from common.clock import to_kst
 
@@ -129,3 +130,15 @@ def in_regular_session(instant: datetime) -> bool:
     """True during 09:00–15:30 KST on a weekday (holidays are the calendar's business)."""
     local = to_kst(instant)
     return is_weekday(local.date()) and SESSION_OPEN <= local.time() < SESSION_CLOSE
+
+
+def cost_after_sale(basis_cost: int, basis_quantity: int, quantity_after: int) -> int:
+    """Purchase amount of the shares left after a sale, at average cost, rounded half to even.
+
+    The basis is the position's cost and quantity after its last buy: scaling it (rather than
+    taking a rounded share off the current cost fill by fill) gives the same figure however a
+    sale's fills are grouped — one notice per fill or one poll for several.
+    """
+    if quantity_after <= 0 or basis_quantity <= 0:
+        return 0
+    return round(Fraction(basis_cost * quantity_after, basis_quantity))

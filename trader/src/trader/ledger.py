@@ -2,17 +2,17 @@
 
 Commission and sell tax are charged on an order's *cumulative* filled value and rounded down
 to the won (``common.krx``), so each fill pays the difference between the order's fees after it
-and before it. A sale releases the average cost of the shares sold, rounded half to even — the
-same numbers the broker's balance shows, so reconciliation can compare to the won.
+and before it. A sale leaves the shares held at the average cost of the last buy's basis,
+rounded half to even (``common.krx.cost_after_sale``) — the same numbers the broker's balance
+shows however the fills are grouped, so reconciliation can compare to the won.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date
-from fractions import Fraction
 
-from common.krx import commission, sell_tax
+from common.krx import commission, cost_after_sale, sell_tax
 
 from .models import Order, Position, TraderAccount
 
@@ -32,12 +32,14 @@ def fill_costs(order: Order, gross: int, day: date) -> FillCosts:
 
 
 def released_cost(position: Position, quantity: int) -> int:
-    """The average cost of ``quantity`` of the shares held, rounded half to even."""
+    """The average cost of ``quantity`` of the shares held: what a sale of them takes off the position."""
     if position.quantity <= 0:
         return 0
-    if quantity >= position.quantity:
-        return position.cost
-    return round(Fraction(position.cost * quantity, position.quantity))
+    if position.basis_quantity < position.quantity:
+        # A position booked before bases were kept (or adopted from the broker): its own figures.
+        position.basis_cost, position.basis_quantity = position.cost, position.quantity
+    remaining = cost_after_sale(position.basis_cost, position.basis_quantity, position.quantity - quantity)
+    return position.cost - remaining
 
 
 def apply_fill(
@@ -49,6 +51,7 @@ def apply_fill(
         ledger.cash -= gross + costs.commission
         position.quantity += quantity
         position.cost += gross
+        position.basis_cost, position.basis_quantity = position.cost, position.quantity
     else:
         release = released_cost(position, quantity)
         ledger.cash += gross - costs.commission - costs.tax

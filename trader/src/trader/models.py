@@ -12,7 +12,7 @@ from datetime import date, datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Boolean, Date, Index, Integer, String, Text, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from common.db import Base
@@ -141,6 +141,9 @@ class Position(Base):
     realised_pnl: Mapped[int] = mapped_column(BigInteger)
     last_price: Mapped[int] = mapped_column(BigInteger)
     updated_at: Mapped[datetime]
+    # Cost and quantity after the last buy (or as adopted from the broker): sales scale it.
+    basis_cost: Mapped[int] = mapped_column(BigInteger, server_default=text("0"), default=0)
+    basis_quantity: Mapped[int] = mapped_column(BigInteger, server_default=text("0"), default=0)
 
 
 class AuditEntry(Base):

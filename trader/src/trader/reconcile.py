@@ -114,6 +114,8 @@ class Reconciler:
                 realised_pnl=0,
                 last_price=h.price,
                 updated_at=now,
+                basis_cost=h.purchase_amount,
+                basis_quantity=h.quantity,
             )
             for h in balance.holdings
         ]
@@ -194,4 +196,5 @@ def adopt(
             positions[symbol] = position
         position.quantity = held.quantity if held else 0
         position.cost = held.purchase_amount if held else 0
+        position.basis_cost, position.basis_quantity = position.cost, position.quantity
         position.updated_at = now

@@ -26,7 +26,7 @@ from common.clock import kst_datetime, to_kst
 from common.kis.sim import messages as m
 from common.kis.sim.market import Market, Quote
 from common.kis.sim.settings import Domain, SimAccount
-from common.krx import SESSION_CLOSE, SESSION_OPEN, commission, is_on_tick, sell_tax
+from common.krx import SESSION_CLOSE, SESSION_OPEN, commission, cost_after_sale, is_on_tick, sell_tax
 
 log = structlog.get_logger(__name__)
 
@@ -136,6 +136,8 @@ class Position:
     name: str
     qty: int = 0
     cost: int = 0  # purchase amount of the shares held (average-cost basis, fees excluded)
+    basis_cost: int = 0  # cost and quantity after the last buy: sales scale them
+    basis_qty: int = 0
 
     @property
     def average_price(self) -> float:
@@ -424,13 +426,15 @@ class Exchange:
             order.reserved = self._reservation_for(order, order.remaining)
             position.qty += qty
             position.cost += gross
+            position.basis_cost, position.basis_qty = position.cost, position.qty
         else:
             tax = sell_tax(order.filled_value, to_kst(at).date()) - order.tax
             order.tax += tax
             account.cash += gross - fee - tax
-            released_cost = round(position.cost * qty / position.qty) if position.qty else 0
+            if position.basis_qty < position.qty:  # seeded holdings: their own figures are the basis
+                position.basis_cost, position.basis_qty = position.cost, position.qty
             position.qty -= qty
-            position.cost -= released_cost
+            position.cost = cost_after_sale(position.basis_cost, position.basis_qty, position.qty)
         fill = Fill(order=order, qty=qty, price=price, at=at)
         account.fills.append(fill)
         log.info(
