@@ -1,5 +1,6 @@
-"""Fixtures for the data collector: a KIS simulator on loopback ports, the collector app on a
-runtime whose clock is the simulator's, and a small bar consumer that writes ``bars`` the way a
+"""Fixtures for the data collector: a KIS simulator on loopback ports, the collector app wired as
+all-in-one mode wires it (the runtime on the system clock, the simulator's market clock in
+``extras["kis_clock"]``), and a small bar consumer that writes ``bars`` the way a
 real consumer must (inbox + insert-or-ignore) so that "every bar exactly once" can be counted.
 """
 
@@ -170,8 +171,9 @@ def harness(tmp_path: Path) -> HarnessFactory:
     ) -> AsyncIterator[Harness]:
         async with serve_simulator(sim_settings(data_dir, start, **sim)) as running:
             settings = RuntimeSettings(mode=Mode.ALLINONE, database_url=SecretStr(database_url))
-            async with Runtime.from_settings(settings, clock=running.clock) as runtime:
+            async with Runtime.from_settings(settings) as runtime:
                 runtime.extras["kis"] = kis_settings(running, tmp_path, **(kis or {}))
+                runtime.extras["kis_clock"] = running.clock
                 sink = BarSink(runtime)
                 await sink.start(f"test-bars-{uuid.uuid4().hex[:8]}")
 

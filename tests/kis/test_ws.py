@@ -32,6 +32,7 @@ from common.kis import (
 )
 from common.kis.crypto import aes_cbc_base64_decrypt, aes_cbc_base64_encrypt
 from common.kis.realtime import FrameError, parse_data_frame
+from common.kis.websocket import ReconnectBackoff
 
 # kis-api.md §5.6, the workbook example (46 fields).
 TRADE = (
@@ -368,3 +369,13 @@ async def test_hts_id_and_approval_key_stay_out_of_logs(server: FakeServer) -> N
     text = " ".join(repr(entry) for entry in logs) + repr(ws) + repr(ws.subscriptions)
     assert "kis.ws_connected" in text
     assert HTS_ID not in text and "approval-key" not in text
+
+
+def test_reconnect_waits_double_to_the_cap_with_jitter_and_start_over_only_when_reset() -> None:
+    backoff = ReconnectBackoff(1.0, 60.0)
+    waits = [backoff.next_delay() for _ in range(10)]
+    steps = [1, 2, 4, 8, 16, 32, 60, 60, 60, 60]
+    assert all(step / 2 <= wait <= step for wait, step in zip(waits, steps, strict=True))
+    assert sum(waits[:5]) >= 15.5  # at most six attempts in the first 15 seconds of a refusal
+    backoff.reset()
+    assert backoff.next_delay() <= 1.0

@@ -78,6 +78,11 @@ class AcceleratedClock:
         await self._base.sleep(seconds / self.speed)
 
 
+def wall_seconds(clock: Clock, seconds: float) -> float:
+    """How long ``seconds`` of ``clock``'s time last on the wall clock (an accelerated clock's pass faster)."""
+    return seconds / clock.speed if isinstance(clock, AcceleratedClock) else seconds
+
+
 def ensure_utc(instant: datetime) -> datetime:
     """The same instant in UTC; naive datetimes are refused rather than guessed."""
     if instant.tzinfo is None or instant.utcoffset() is None:

@@ -44,6 +44,12 @@ DB_WRITE_SECONDS = Histogram(
 
 KIS_REQUESTS = Counter("tradebot_kis_requests_total", "KIS REST calls answered", ["tr_id", "outcome"])
 KIS_ERRORS = Counter("tradebot_kis_errors_total", "KIS errors by message code", ["msg_cd"])
+KIS_WS_CONNECTS = Counter(
+    "tradebot_kis_ws_connection_attempts_total",
+    "KIS WebSocket connection attempts by outcome: connected (registrations re-sent), refused (the server "
+    "ended the session: OPSP8996 appkey in use, OPSP0011 approval not found), failed (network, approval key)",
+    ["outcome"],
+)
 
 ORDERS = Counter("tradebot_orders_total", "Orders entering a state (new, submitted, filled, ...)", ["state"])
 DECISION_SECONDS = Histogram(

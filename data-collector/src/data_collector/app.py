@@ -31,7 +31,8 @@ def create_app(runtime: Runtime, settings: DataCollectorSettings | None = None) 
     kis = KisAccess(runtime)
     manager = JobManager(runtime, settings, kis, calendar)
     collector = CollectorService(manager)
-    scheduler = CollectionScheduler(settings, calendar, runtime.clock, manager.submit, collector.publish_quotes)
+    # Session times are the market's: the scheduler runs on the broker's clock, as the jobs do.
+    scheduler = CollectionScheduler(settings, calendar, manager.clock, manager.submit, collector.publish_quotes)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

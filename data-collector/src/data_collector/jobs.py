@@ -6,6 +6,10 @@ the first unconfirmed chunk. A chunk's message id is derived from the job and th
 chunk published again after a resume carries the same id and consumers' inboxes drop it.
 Cancellation is honoured at chunk boundaries. On start, jobs a previous process left running
 are marked ``interrupted`` (with an event) and resumed from their checkpoints.
+
+Jobs run on the broker's clock (``KisAccess.clock``), not the system's: a simulator may replay
+the past or run accelerated, and a stream's ``until``, the KST day of a backfill, job and event
+times and the gaps between ticks all belong to the market's time line.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from common.clock import KST, Clock, kst_datetime, to_kst
 from common.contracts import Bar, Envelope, MarketBarV1
 from common.db.collection import CollectionJob
 from common.errors import Conflict, InvalidInput, NotFound, RateLimited, Rejected, Retryable
-from common.kis import DailyBar, KisClient, MinuteBar
+from common.kis import DailyBar, KisClient, MinuteBar, TokenIssueThrottled
 from common.krx import SESSION_OPEN
 from common.krx_calendar import KrxCalendar
 from common.runtime import Runtime
@@ -138,11 +142,12 @@ class JobManager:
 
     @property
     def clock(self) -> Clock:
-        return self.runtime.clock
+        """The market's clock: the broker's (a simulator's, in process or followed), else the runtime's."""
+        return self.kis.clock
 
     def today(self) -> date:
         """The broker's current KST day (the simulator's market may live in another time)."""
-        return to_kst(self.kis.clock.now()).date()
+        return to_kst(self.clock.now()).date()
 
     # --- submission ---------------------------------------------------------------------------
 
@@ -487,7 +492,7 @@ class JobManager:
                 if chunk.timeframe == "1d":
                     rows = await client.get_daily_bars(chunk.symbol, chunk.start, chunk.end)
                     return self._valid_bars(job_id, chunk, rows)
-                now = self.kis.clock.now()
+                now = self.clock.now()
                 minutes = await client.get_minute_bars(chunk.symbol)
                 # Only closed minutes: the current one is still moving.
                 closed = [row for row in minutes if row.at + timedelta(minutes=1) <= now and row.at.date() == today]
@@ -503,7 +508,14 @@ class JobManager:
                      "chunk": [chunk.start.isoformat(), chunk.end.isoformat()], "timeframe": chunk.timeframe},
                     chunk.symbol,
                 )  # fmt: skip
-                await asyncio.sleep(delay)
+                if isinstance(exc, TokenIssueThrottled):
+                    # One token a minute is the broker's rule in its own time (a simulator's may run
+                    # accelerated): the KIS client computes this wait on the market clock.
+                    await self.clock.sleep(delay)
+                else:
+                    # Per-second call limits and outages are counted in real seconds, whatever
+                    # time the market runs in.
+                    await asyncio.sleep(delay)
         raise AssertionError("unreachable")
 
     def _valid_bars(self, job_id: uuid.UUID, chunk: Chunk, rows: Sequence[DailyBar | MinuteBar]) -> list[Bar]:

@@ -10,6 +10,7 @@ from decimal import ROUND_HALF_UP, Decimal
 import structlog
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from common.clock import Clock, wall_seconds
 from common.contracts import Envelope, MarketQuoteV1
 from common.db.collection import CollectionEvent, CollectionJob, MarketSnapshot
 from common.errors import NotFound
@@ -96,13 +97,12 @@ class CollectorService:
         return self.view(await self.manager.cancel(job_id), [])
 
     def view(self, job: CollectionJob, events: Sequence[CollectionEvent]) -> JobView:
-        now = self.manager.clock.now()
         return JobView(
             id=job.id,
             kind=job.kind,
             status=job.status,
             params=job.params,
-            progress=progress(job, now),
+            progress=progress(job, self.manager.clock),
             cancel_requested=job.cancel_requested,
             resumes=job.resumes,
             error=job.error,
@@ -165,7 +165,9 @@ class CollectorService:
         await self.manager.runtime.bus.publish_batch(quotes)
 
 
-def progress(job: CollectionJob, now: datetime) -> Progress:
+def progress(job: CollectionJob, clock: Clock) -> Progress:
+    """Where ``job`` stands; job times and ``until`` are market times, ``eta_seconds`` is wall-clock seconds."""
+    now = clock.now()
     eta: float | None = None
     if job.kind == "stream":
         until = job.params.get("until")
@@ -176,7 +178,7 @@ def progress(job: CollectionJob, now: datetime) -> Progress:
             elapsed = (min(now, end) - job.created_at).total_seconds()
             percent = 100.0 if planned <= 0 else max(0.0, min(100.0, 100 * elapsed / planned))
             if job.status == "running":
-                eta = max(0.0, (end - now).total_seconds())
+                eta = round(wall_seconds(clock, max(0.0, (end - now).total_seconds())), 1)
         if job.status == "completed":
             percent = 100.0
     else:
@@ -185,7 +187,7 @@ def progress(job: CollectionJob, now: datetime) -> Progress:
         done_this_run = job.chunks_done - job.run_chunks_at_start
         if job.status == "running" and job.run_started_at is not None and done_this_run > 0:
             per_chunk = (now - job.run_started_at).total_seconds() / done_this_run
-            eta = round(per_chunk * (total - job.chunks_done), 1)
+            eta = round(wall_seconds(clock, per_chunk * (total - job.chunks_done)), 1)
     return Progress(
         symbols_total=job.symbols_total,
         symbols_done=job.symbols_done,

@@ -34,7 +34,7 @@ class DataCollectorSettings(ServiceSettings):
     tick_batch_size: int = Field(default=500, ge=1, le=50_000)
     tick_flush_seconds: float = Field(default=0.5, gt=0, le=60)
 
-    # Scheduler (times are KST wall-clock times on trading days).
+    # Scheduler (KST times of day on trading days, on the market's clock: a simulator's when it runs one).
     schedule_enabled: bool = False
     watchlist: list[Symbol] = Field(default_factory=list)
     preopen_backfill_at: time = time(8, 0)

@@ -3,8 +3,13 @@
 Ticks are buffered and published as one ``MarketTickBatchV1`` per flush (every
 ``tick_flush_seconds`` or ``tick_batch_size`` ticks), confirmed by the bus before the job's
 counters move. The latest trade and book top of each symbol go to ``market_snapshots``.
-Disconnects, reconnects and the gap between them are written to ``collection_events``: live
-data that was missed cannot be fetched again, so it is recorded, never papered over.
+Disconnects, reconnect waits, reconnects and the gap between them are written to
+``collection_events``: live data that was missed cannot be fetched again, so it is recorded,
+never papered over.
+
+``until`` is an instant on the market's clock (the broker's, which a simulator may run in the
+past or accelerated): the session ends when that clock reaches it, and prints after it are not
+published. Flushing is paced by the wall clock.
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import asyncio
 import contextlib
 import time as wall
 import uuid
-from datetime import date
+from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -30,6 +35,7 @@ from common.kis import (
     KisWebSocket,
     MalformedFrame,
     OrderBookUpdate,
+    Reconnecting,
     SubscriptionFailed,
     TradeTick,
 )
@@ -103,43 +109,58 @@ class TickStream:
                     await ws.subscribe_trades(symbol)
                 if "book" in self.request.channels:
                     await ws.subscribe_book(symbol)
-            watcher = asyncio.create_task(self._watch(ws), name=f"collect-watch-{self.job_id}")
+            watchers = [asyncio.create_task(self._watch(ws), name=f"collect-watch-{self.job_id}")]
+            if self.request.until is not None:
+                until = self.request.until
+                watchers.append(asyncio.create_task(self._end_at(ws, until), name=f"collect-until-{self.job_id}"))
             try:
                 async for event in ws:
                     await self._handle(event)
                     if len(self._ticks) >= self.settings.tick_batch_size:
                         await self.flush()
             finally:
-                watcher.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await watcher
+                for watcher in watchers:
+                    watcher.cancel()
+                for watcher in watchers:
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await watcher
                 await self.flush()
         log.info("data_collector.stream_stopped", job_id=str(self.job_id), reason=self.stop_reason)
         if self.stop_reason == "cancelled":
             raise JobCancelled
 
     async def _watch(self, ws: KisWebSocket) -> None:
-        """Flush quiet periods, and end the session when the job is cancelled or its time is up."""
-        clock = self.manager.clock
+        """Flush quiet periods, and end the session when the job is cancelled."""
         last_poll = wall.monotonic()
         while True:
             # Flushing is paced by the wall clock: it bounds latency, whatever time the market runs in.
             await asyncio.sleep(self.settings.tick_flush_seconds)
-            if self.request.until is not None and clock.now() >= self.request.until:
-                self.stop_reason = "until reached"
-            elif self.cancel.is_set():
-                self.stop_reason = "cancelled"
+            if self.cancel.is_set():
+                self._stop("cancelled")
             elif wall.monotonic() - last_poll >= CANCEL_POLL_SECONDS:
                 last_poll = wall.monotonic()
                 try:
                     await self.manager.check_cancel(self.job_id, self.cancel)
                 except JobCancelled:
-                    self.stop_reason = "cancelled"
+                    self._stop("cancelled")
             if self.stop_reason is not None:
                 await ws.close()
                 return
             if wall.monotonic() - self._last_flush >= self.settings.tick_flush_seconds:
                 await self.flush()
+
+    async def _end_at(self, ws: KisWebSocket, until: datetime) -> None:
+        """End the session when the market's clock reaches ``until``."""
+        clock = self.manager.clock
+        # The clock's own sleep waits its time at its speed (a wall-clock wait would not).
+        while (left := (until - clock.now()).total_seconds()) > 0:
+            await clock.sleep(left)
+        self._stop("until reached")
+        await ws.close()
+
+    def _stop(self, reason: str) -> None:
+        if self.stop_reason is None:
+            self.stop_reason = reason
 
     async def _handle(self, event: KisEvent) -> None:
         if isinstance(event, TradeTick):
@@ -167,6 +188,14 @@ class TickStream:
                 )  # fmt: skip
         elif isinstance(event, Disconnected):
             await self.manager.record(self.job_id, "disconnect", {"at": event.at.isoformat(), "reason": event.reason})
+        elif isinstance(event, Reconnecting):
+            delay = round(event.delay_seconds, 1)
+            await self.manager.record(
+                self.job_id,
+                "reconnecting",
+                {"attempt": event.attempt, "retry_in": delay, "reason": event.reason,
+                 "message": f"reconnecting in {delay:g} s: {event.reason}"},
+            )  # fmt: skip
         elif isinstance(event, SubscriptionFailed):
             await self.manager.record(
                 self.job_id,
@@ -182,7 +211,7 @@ class TickStream:
         except ValidationError as exc:
             log.warning("data_collector.invalid_tick", job_id=str(self.job_id), symbol=trade.symbol, error=str(exc))
             return
-        if tick is None:
+        if tick is None or (self.request.until is not None and tick.ts > self.request.until):
             return
         day = tick.ts.astimezone(KST).date()
         last = self._last_print.get(tick.symbol)

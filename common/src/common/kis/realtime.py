@@ -325,9 +325,23 @@ class Connected:
 
 @dataclass(frozen=True)
 class Disconnected:
-    """The session ended (``reason`` is safe to log); a reconnect follows unless the client is closing."""
+    """An open session ended (``reason`` is safe to log); a reconnect follows unless the client is closing."""
 
     at: datetime
+    reason: str
+
+
+@dataclass(frozen=True)
+class Reconnecting:
+    """No session: attempt ``attempt`` follows in ``delay_seconds`` (wall-clock seconds, backing off).
+
+    ``reason`` says why the last attempt or session ended (``OPSP8996 ALREADY IN USE appkey``, a
+    network error's type); it is safe to log.
+    """
+
+    at: datetime
+    attempt: int
+    delay_seconds: float
     reason: str
 
 
@@ -351,7 +365,14 @@ class MalformedFrame:
 
 
 KisEvent = (
-    TradeTick | OrderBookUpdate | ExecutionNotice | Connected | Disconnected | SubscriptionFailed | MalformedFrame
+    TradeTick
+    | OrderBookUpdate
+    | ExecutionNotice
+    | Connected
+    | Disconnected
+    | Reconnecting
+    | SubscriptionFailed
+    | MalformedFrame
 )
 
 

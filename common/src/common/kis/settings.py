@@ -83,8 +83,13 @@ class KisSettings(TradebotSettings):
     ws_max_subscriptions: int = Field(default=MAX_WS_REGISTRATIONS, ge=1, le=MAX_WS_REGISTRATIONS)
     ws_ack_timeout_seconds: float = Field(default=10.0, gt=0)
     ws_idle_timeout_seconds: float = Field(default=120.0, gt=0, description="reconnect when nothing arrives this long")
-    ws_reconnect_initial_seconds: float = Field(default=1.0, ge=0)
-    ws_reconnect_max_seconds: float = Field(default=30.0, ge=0)
+    # Reconnect back-off, in wall-clock seconds whatever time the market runs in: KIS counts
+    # connection attempts per real second, and loops of them can get the appkey blocked (§5.9).
+    ws_reconnect_initial_seconds: float = Field(default=1.0, gt=0, description="first wait; doubles per attempt")
+    ws_reconnect_max_seconds: float = Field(default=60.0, gt=0, description="longest wait between attempts")
+    ws_reconnect_reset_after_seconds: float = Field(
+        default=60.0, ge=0, description="a session subscribed this long starts the back-off afresh when it drops"
+    )
     ws_queue_size: int = Field(default=10_000, ge=1)
 
     @property

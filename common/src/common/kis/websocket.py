@@ -10,9 +10,16 @@ Usage::
 
 A background task owns the session: it fetches an approval key, connects to
 ``<ws_url>/tryitout``, re-sends every registration, answers PINGPONG by echoing it as text,
-parses data frames (decrypting notices with the key/iv of their ack) and reconnects with
-exponential back-off when the session drops or goes silent. ``Connected.gap_since`` and
-``Disconnected`` tell the consumer exactly which intervals may be missing data.
+parses data frames (decrypting notices with the key/iv of their ack) and reconnects when the
+session drops, goes silent or is refused (``OPSP8996`` appkey in use, ``OPSP0011``).
+``Connected.gap_since`` and ``Disconnected`` tell the consumer exactly which intervals may be
+missing data; ``Reconnecting`` says when the next attempt comes and why.
+
+Reconnects back off exponentially with jitter (``ws_reconnect_initial_seconds`` doubling to
+``ws_reconnect_max_seconds``), on the wall clock whatever time the market runs in: KIS counts
+attempts per real second, and a connect/refuse loop can get the appkey blocked (kis-api.md
+§5.9). Only a session that stayed subscribed for ``ws_reconnect_reset_after_seconds`` starts
+the back-off afresh; a refused one never does.
 """
 
 from __future__ import annotations
@@ -20,8 +27,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import secrets
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
@@ -31,10 +40,10 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.protocol import State
 
 from common.clock import Clock, SystemClock
+from common.errors import Retryable
 from common.kis.errors import (
     KisError,
     KisOperational,
-    KisUnavailable,
     SubscriptionLimitExceeded,
     translate,
 )
@@ -47,12 +56,14 @@ from common.kis.realtime import (
     FrameError,
     KisEvent,
     MalformedFrame,
+    Reconnecting,
     Subscription,
     SubscriptionFailed,
     is_data_frame,
     parse_data_frame,
 )
 from common.kis.settings import KisSettings
+from common.metrics import KIS_WS_CONNECTS
 
 log = structlog.get_logger(__name__)
 
@@ -67,6 +78,7 @@ INVALID_APPROVAL = "OPSP0011"
 APPKEY_IN_USE = "OPSP8996"
 _SESSION_ERRORS = frozenset({INVALID_APPROVAL, APPKEY_IN_USE})
 _CLOSE_TIMEOUT_SECONDS = 5.0
+_JITTER = secrets.SystemRandom()
 
 
 @dataclass(frozen=True)
@@ -84,13 +96,53 @@ class _SessionEnded(Exception):
     """Internal: the server refused the session (appkey in use, approval invalid)."""
 
 
+@dataclass(frozen=True)
+class _SessionEnd:
+    reason: str  # safe to log
+    refused: bool = False
+
+
+class ReconnectBackoff:
+    """Waits between connection attempts: ``initial`` doubling up to ``maximum``, each wait drawn
+    from the upper half of its step (clients cut off together do not return together), back to
+    ``initial`` only on ``reset``."""
+
+    def __init__(self, initial: float, maximum: float) -> None:
+        self.initial = initial
+        self.maximum = maximum
+        self.failures = 0
+
+    def next_delay(self) -> float:
+        step = min(self.maximum, self.initial * 2 ** min(self.failures, 32))
+        self.failures += 1
+        return _JITTER.uniform(step / 2, step)
+
+    def reset(self) -> None:
+        self.failures = 0
+
+
+def _describe(exc: BaseException) -> str:
+    # The type and KIS code only: messages of transport errors may carry URLs or key material.
+    msg_cd = getattr(exc, "msg_cd", None)
+    return f"{type(exc).__name__} {msg_cd}" if msg_cd else type(exc).__name__
+
+
 class KisWebSocket:
     """Subscriptions and typed events over one KIS WebSocket session, reconnecting as needed."""
 
-    def __init__(self, settings: KisSettings, approval: ApprovalProvider, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        settings: KisSettings,
+        approval: ApprovalProvider,
+        *,
+        clock: Clock | None = None,
+        wall: Clock | None = None,
+    ) -> None:
+        """``clock`` stamps events (the market's time); ``wall`` paces reconnects (real time)."""
         self.settings = settings
         self._approval = approval
         self._clock: Clock = clock or SystemClock()
+        self._wall: Clock = wall or SystemClock()
         self._desired: dict[Subscription, None] = {}
         self._sent: set[Subscription] = set()
         self._pending: dict[Subscription, asyncio.Future[_Ack | None]] = {}
@@ -280,29 +332,29 @@ class KisWebSocket:
 
     async def _run(self) -> None:
         settings = self.settings
-        delay = settings.ws_reconnect_initial_seconds
+        backoff = ReconnectBackoff(settings.ws_reconnect_initial_seconds, settings.ws_reconnect_max_seconds)
         attempt = 0
-        gap_since = None
+        gap_since: datetime | None = None
         while not self._closing:
             attempt += 1
             try:
                 ws = await self._open()
-            except (OSError, TimeoutError, WebSocketException, KisUnavailable) as exc:
-                if gap_since is None:
-                    gap_since = self._clock.now()
-                log.warning("kis.ws_connect_failed", attempt=attempt, error=type(exc).__name__, retry_in=delay)
-                await self._clock.sleep(delay)
-                delay = min(settings.ws_reconnect_max_seconds, max(delay * 2, 0.1))
+            except (OSError, TimeoutError, WebSocketException, Retryable) as exc:
+                KIS_WS_CONNECTS.labels("failed").inc()
+                gap_since = gap_since or self._clock.now()
+                await self._wait_before(attempt + 1, backoff.next_delay(), f"connect failed: {_describe(exc)}")
                 continue
-            opened_at = self._clock.now()
             self._ws = ws
             self._sent.clear()
             reader = asyncio.create_task(self._read_loop(ws), name="kis-websocket-reader")
-            reason = "closed"
+            ready_since: datetime | None = None
+            end = _SessionEnd("closed")
             try:
                 resubscribed = await self._resubscribe_all(ws, reader)
                 if not reader.done():
                     self._ready.set()
+                    ready_since = self._wall.now()
+                    KIS_WS_CONNECTS.labels("connected").inc()
                     log.info(
                         "kis.ws_connected",
                         attempt=attempt,
@@ -313,7 +365,7 @@ class KisWebSocket:
                         self.reconnects += 1
                     await self._emit(Connected(self._clock.now(), attempt, resubscribed, gap_since))
                     gap_since = None
-                reason = await reader
+                end = await reader
             finally:
                 self._ready.clear()
                 self._ws = None
@@ -328,15 +380,25 @@ class KisWebSocket:
             if self._closing:
                 return
             now = self._clock.now()
-            gap_since = now
-            log.warning("kis.ws_disconnected", reason=reason, retry_in=delay)
-            await self._emit(Disconnected(now, reason))
-            if (now - opened_at).total_seconds() > settings.ws_reconnect_max_seconds:
-                delay = settings.ws_reconnect_initial_seconds
-            await self._clock.sleep(delay)
-            delay = min(settings.ws_reconnect_max_seconds, max(delay * 2, 0.1))
+            # Data is missing since the last good session ended, not since the last refusal.
+            gap_since = gap_since or now
+            if ready_since is None:
+                KIS_WS_CONNECTS.labels("refused" if end.refused else "failed").inc()
+            else:
+                log.warning("kis.ws_disconnected", reason=end.reason)
+                await self._emit(Disconnected(now, end.reason))
+                if (self._wall.now() - ready_since).total_seconds() >= settings.ws_reconnect_reset_after_seconds:
+                    backoff.reset()
+            await self._wait_before(attempt + 1, backoff.next_delay(), end.reason)
 
-    async def _resubscribe_all(self, ws: ClientConnection, reader: asyncio.Task[str]) -> tuple[Subscription, ...]:
+    async def _wait_before(self, attempt: int, delay: float, reason: str) -> None:
+        log.warning("kis.ws_reconnect_wait", attempt=attempt, retry_in=round(delay, 2), reason=reason)
+        await self._emit(Reconnecting(self._clock.now(), attempt, delay, reason))
+        await self._wall.sleep(delay)
+
+    async def _resubscribe_all(
+        self, ws: ClientConnection, reader: asyncio.Task[_SessionEnd]
+    ) -> tuple[Subscription, ...]:
         done: list[Subscription] = []
         for sub in list(self._desired):
             if reader.done() or ws.state is not State.OPEN:
@@ -359,8 +421,8 @@ class KisWebSocket:
         log.warning("kis.ws_subscription_failed", subscription=sub.describe(), msg_cd=ack.msg_cd)
         await self._emit(SubscriptionFailed(self._clock.now(), sub, ack.msg_cd, ack.msg1))
 
-    async def _read_loop(self, ws: ClientConnection) -> str:
-        """Handle frames until the session ends; returns a loggable reason."""
+    async def _read_loop(self, ws: ClientConnection) -> _SessionEnd:
+        """Handle frames until the session ends; returns why."""
         try:
             return await self._read_frames(ws)
         finally:
@@ -369,20 +431,20 @@ class KisWebSocket:
                 if not future.done():
                     future.set_result(None)
 
-    async def _read_frames(self, ws: ClientConnection) -> str:
+    async def _read_frames(self, ws: ClientConnection) -> _SessionEnd:
         while True:
             try:
                 message = await asyncio.wait_for(ws.recv(), self.settings.ws_idle_timeout_seconds)
             except TimeoutError:
-                return "idle timeout"
+                return _SessionEnd("idle timeout")
             except ConnectionClosed as exc:
                 code = exc.rcvd.code if exc.rcvd is not None else None
-                return f"connection closed (code {code})"
+                return _SessionEnd(f"connection closed (code {code})")
             text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
             try:
                 await self._handle(ws, text)
             except _SessionEnded as exc:
-                return str(exc)
+                return _SessionEnd(str(exc), refused=True)
 
     async def _handle(self, ws: ClientConnection, text: str) -> None:
         now = self._clock.now()
