@@ -26,6 +26,7 @@ from common.kis import (
     KisWebSocket,
     MalformedFrame,
     OrderBookUpdate,
+    Reconnecting,
     SubscriptionFailed,
     SubscriptionLimitExceeded,
     TradeTick,
@@ -379,3 +380,23 @@ def test_reconnect_waits_double_to_the_cap_with_jitter_and_start_over_only_when_
     assert sum(waits[:5]) >= 15.5  # at most six attempts in the first 15 seconds of a refusal
     backoff.reset()
     assert backoff.next_delay() <= 1.0
+
+
+async def test_a_refused_approval_key_is_reported_and_retried_not_left_hanging(server: FakeServer) -> None:
+    refusals = 2
+
+    class RefusingApprovals(Approvals):
+        async def __call__(self) -> str:
+            self.count += 1
+            if self.count <= refusals:
+                raise Rejected("approval refused: EGW00103 invalid appkey")
+            return f"approval-key-{self.count}"
+
+    ws = KisWebSocket(ws_settings(server.port), RefusingApprovals(), clock=SystemClock())
+    await ws.start()
+    try:
+        waiting = await next_event(ws, Reconnecting)
+        assert "EGW00103" in waiting.reason or "Rejected" in waiting.reason
+        await ws.wait_connected(5)  # the key works again (rotated credentials): the session opens
+    finally:
+        await ws.close()

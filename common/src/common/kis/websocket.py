@@ -40,7 +40,7 @@ from websockets.exceptions import ConnectionClosed, WebSocketException
 from websockets.protocol import State
 
 from common.clock import Clock, SystemClock
-from common.errors import Retryable
+from common.errors import TradebotError
 from common.kis.errors import (
     KisError,
     KisOperational,
@@ -339,7 +339,10 @@ class KisWebSocket:
             attempt += 1
             try:
                 ws = await self._open()
-            except (OSError, TimeoutError, WebSocketException, Retryable) as exc:
+            except (OSError, TimeoutError, WebSocketException, TradebotError) as exc:
+                # A refused approval key (wrong appkey, revoked) will not pass by itself, but
+                # ending the task silently would leave streams hanging: it is reported on every
+                # attempt, at most once a minute once the back-off has grown.
                 KIS_WS_CONNECTS.labels("failed").inc()
                 gap_since = gap_since or self._clock.now()
                 await self._wait_before(attempt + 1, backoff.next_delay(), f"connect failed: {_describe(exc)}")
