@@ -3,9 +3,12 @@ and the first admin from settings."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import jwt
 import pytest
 from pydantic import SecretStr, ValidationError
 from sqlalchemy import select
@@ -57,6 +60,21 @@ async def test_expired_forged_and_malformed_tokens_are_401(gateway: Gateway) -> 
         assert (response.status_code, response.json()["message"]) == (401, message)
     basic = await gateway.client.get("/api/v1/auth/me", headers={"Authorization": "Basic YTpi"})
     assert basic.status_code == 401
+
+
+async def test_a_verified_token_is_trusted_until_it_expires_and_refused_after(gateway: Gateway) -> None:
+    issuer: TokenIssuer = gateway.app.state.gateway.accounts.tokens
+    # Expires one to two seconds from now (exp is whole seconds).
+    token = issuer.issue("admin", Role.ADMIN, datetime.now(UTC) - issuer.ttl + timedelta(seconds=2))
+    headers = {"Authorization": f"Bearer {token}"}
+    first = await gateway.client.get("/api/v1/auth/me", headers=headers)
+    again = await gateway.client.get("/api/v1/auth/me", headers=headers)
+    expires_at = jwt.decode(token, options={"verify_signature": False})["exp"]
+    await asyncio.sleep(max(0.0, expires_at - time.time()) + 0.05)
+    expired = await gateway.client.get("/api/v1/auth/me", headers=headers)
+
+    assert first.status_code == again.status_code == 200
+    assert (expired.status_code, expired.json()["message"]) == (401, "access token expired")
 
 
 async def test_an_api_key_works_as_bearer_or_x_api_key(gateway: Gateway) -> None:

@@ -173,6 +173,14 @@ async def test_unknown_paths_and_methods_are_4xx(gateway: Gateway) -> None:
     headers = gateway.auth(Role.ADMIN)
     assert (await gateway.client.get("/api/v1/no/such/thing", headers=headers)).status_code == 404
     assert (await gateway.client.delete("/api/v1/trade/buy", headers=headers)).status_code == 405
+    assert (await gateway.client.head("/api/v1/trade/positions", headers=headers)).status_code == 405
+
+
+async def test_forwarded_requests_are_counted_under_their_table_route(gateway: Gateway) -> None:
+    await gateway.client.get("/api/v1/trade/status/ord-7", headers=gateway.auth(Role.VIEWER))
+    metrics = (await gateway.client.get("/metrics")).text
+
+    assert 'route="/api/v1/trade/status/{order_id}"' in metrics
 
 
 async def test_an_unconfigured_service_is_a_clear_503(make_gateway: GatewayFactory) -> None:

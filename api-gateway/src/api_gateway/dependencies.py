@@ -40,7 +40,8 @@ class GatewayState:
         return self.forwarder
 
 
-def gateway_of(request: Request) -> GatewayState:
+async def gateway_of(request: Request) -> GatewayState:
+    # Async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread.
     state: GatewayState = request.app.state.gateway
     return state
 
@@ -63,7 +64,7 @@ def _credential(request: Request) -> str | None:
     return api_key.strip() if api_key else None
 
 
-async def authenticate(request: Request, gateway: GatewayDep) -> Principal:
+async def authenticate(request: Request, gateway: GatewayState) -> Principal:
     """The caller, from a JWT or an API key; charged one token of their rate limit."""
     try:
         credential = _credential(request)
@@ -79,7 +80,14 @@ async def authenticate(request: Request, gateway: GatewayDep) -> Principal:
         gateway.login_limiter.take(client_address(request))
         raise
     gateway.limiter.take(principal.subject)
-    request.state.principal = principal
+    return principal
+
+
+async def authorize(request: Request, gateway: GatewayState, role: Role) -> Principal:
+    """The authenticated caller, if their role is ``role`` or higher."""
+    principal = await authenticate(request, gateway)
+    if not principal.role.allows(role):
+        raise Forbidden(f"this needs the {role.value} role or higher; you have {principal.role.value}")
     return principal
 
 
@@ -98,13 +106,11 @@ async def _authenticate_key(gateway: GatewayState, credential: str) -> Principal
     return principal
 
 
-def require(role: Role) -> Callable[[Principal], Awaitable[Principal]]:
+def require(role: Role) -> Callable[[Request, GatewayState], Awaitable[Principal]]:
     """A dependency admitting callers whose role is ``role`` or higher."""
 
-    async def dependency(principal: Annotated[Principal, Depends(authenticate)]) -> Principal:
-        if not principal.role.allows(role):
-            raise Forbidden(f"this needs the {role.value} role or higher; you have {principal.role.value}")
-        return principal
+    async def dependency(request: Request, gateway: GatewayDep) -> Principal:
+        return await authorize(request, gateway, role)
 
     return dependency
 

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
-import httpx
+import aiohttp
 from pydantic import BaseModel
 
 from api_gateway.upstreams import ReplicaSet, Upstreams
@@ -29,27 +30,30 @@ class SystemHealth(BaseModel):
     services: dict[str, ServiceHealth]
 
 
-async def probe(client: httpx.AsyncClient, base_url: str, timeout: float) -> ServiceHealth:
+async def probe(session: aiohttp.ClientSession, base_url: str, timeout: float) -> ServiceHealth:
     try:
-        response = await client.get(f"{base_url.rstrip('/')}/readyz", timeout=timeout)
-    except httpx.TimeoutException:
+        async with session.get(
+            f"{base_url.rstrip('/')}/readyz", timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as response:
+            status, content = response.status, await response.read()
+    except TimeoutError:
         return ServiceHealth(status="unreachable", detail="timed out")
-    except httpx.HTTPError as exc:
+    except aiohttp.ClientError as exc:
         return ServiceHealth(status="unreachable", detail=type(exc).__name__)
     try:
-        body: dict[str, Any] = response.json()
+        body: dict[str, Any] = json.loads(content)
     except ValueError:
-        return ServiceHealth(status="unreachable", detail=f"HTTP {response.status_code} without a health body")
+        return ServiceHealth(status="unreachable", detail=f"HTTP {status} without a health body")
     if not isinstance(body, dict):
-        return ServiceHealth(status="unreachable", detail=f"HTTP {response.status_code} without a health body")
+        return ServiceHealth(status="unreachable", detail=f"HTTP {status} without a health body")
     raw_checks = body.get("checks")
     checks: dict[str, Any] = raw_checks if isinstance(raw_checks, dict) else {}
     return ServiceHealth(status=str(body.get("status", "unknown")), checks={str(k): str(v) for k, v in checks.items()})
 
 
-async def service_health(client: httpx.AsyncClient, replicas: ReplicaSet, timeout: float) -> ServiceHealth:
+async def service_health(session: aiohttp.ClientSession, replicas: ReplicaSet, timeout: float) -> ServiceHealth:
     """Ready when at least one replica is; the first ready replica's checks, every replica's status."""
-    results = await asyncio.gather(*(probe(client, r.url, timeout) for r in replicas.replicas))
+    results = await asyncio.gather(*(probe(session, r.url, timeout) for r in replicas.replicas))
     per_replica = [
         ReplicaHealth(url=r.url, status=h.status, detail=h.detail)
         for r, h in zip(replicas.replicas, results, strict=True)
@@ -58,10 +62,10 @@ async def service_health(client: httpx.AsyncClient, replicas: ReplicaSet, timeou
     return chosen.model_copy(update={"replicas": per_replica if len(per_replica) > 1 else []})
 
 
-async def system_health(client: httpx.AsyncClient, upstreams: Upstreams, timeout: float) -> SystemHealth:
+async def system_health(session: aiohttp.ClientSession, upstreams: Upstreams, timeout: float) -> SystemHealth:
     names = upstreams.names()
     sets = [upstreams.sets[n] for n in names]
-    results = await asyncio.gather(*(service_health(client, s, timeout) for s in sets))
+    results = await asyncio.gather(*(service_health(session, s, timeout) for s in sets))
     services = dict(zip(names, results, strict=True))
     status = "ready" if all(s.status == "ready" for s in services.values()) else "degraded"
     return SystemHealth(status=status, services=services)

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import time
 from collections.abc import Callable
 from typing import Any
 
-import httpx
+import aiohttp
 import structlog
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
@@ -81,19 +82,20 @@ class ServiceDocuments:
         self._next_fetch: dict[str, float] = {}
         self._lock = asyncio.Lock()
 
-    async def refresh(self, client: httpx.AsyncClient, *, force: bool = False) -> None:
+    async def refresh(self, session: aiohttp.ClientSession, *, force: bool = False) -> None:
         async with self._lock:
             now = self.monotonic()
             due = [n for n in self.upstreams.names() if force or self._next_fetch.get(n, 0.0) <= now]
-            await asyncio.gather(*(self._fetch(client, name) for name in due))
+            await asyncio.gather(*(self._fetch(session, name) for name in due))
 
-    async def _fetch(self, client: httpx.AsyncClient, service: str) -> None:
+    async def _fetch(self, session: aiohttp.ClientSession, service: str) -> None:
         replicas = self.upstreams.sets[service]
+        timeout = aiohttp.ClientTimeout(total=self.timeout)
         for replica in replicas.order():
             try:
-                response = await client.get(f"{replica.url}/openapi.json", timeout=self.timeout)
-                document = response.json() if response.status_code == 200 else None
-            except (httpx.HTTPError, ValueError) as exc:
+                async with session.get(f"{replica.url}/openapi.json", timeout=timeout) as response:
+                    document = json.loads(await response.read()) if response.status == 200 else None
+            except (TimeoutError, aiohttp.ClientError, ValueError) as exc:
                 error = type(exc).__name__
                 log.info("api_gateway.openapi_fetch_failed", service=service, replica=replica.url, error=error)
                 continue

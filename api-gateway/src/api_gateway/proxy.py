@@ -1,8 +1,8 @@
 """Forwarding one request to the service that owns it, per the routing table.
 
-What goes up: method, path parameters, query, body, and the caller's headers minus hop-by-hop
-headers and credentials, plus the request/correlation ids and the caller's identity
-(``X-Tradebot-Role``, ``X-Tradebot-Subject`` and, for the trader's audit log, the same
+What goes up: method, path parameters, query (byte for byte), body, and the caller's headers
+minus hop-by-hop headers and credentials, plus the request/correlation ids and the caller's
+identity (``X-Tradebot-Role``, ``X-Tradebot-Subject`` and, for the trader's audit log, the same
 subject as ``X-Tradebot-User``), which only the gateway may set.
 
 What comes back: the service's answer as is for 1xx-4xx; a 5xx becomes a 502 (or a 503 when
@@ -12,16 +12,23 @@ cannot be reached or does not answer in time is a 503 ``upstream_unavailable``.
 Failover: a connection that could not be made never delivered the request, so any method
 moves on to the next replica. A timeout or a 5xx after delivery is retried on the next
 replica only for idempotent reads.
+
+The client is aiohttp, not httpx: per request it costs a small fraction of httpx's CPU (see
+``docs/benchmarks.md``, api-gateway overhead, 2026-11-21), and the gateway's own CPU is what
+it adds to every call.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import ClassVar
 
-import httpx
+import aiohttp
 import structlog
-from fastapi import Request, Response
 from prometheus_client import Counter
+from starlette.requests import Request
+from starlette.responses import Response
+from yarl import URL
 
 from api_gateway.roles import Principal
 from api_gateway.routing import Route
@@ -34,19 +41,21 @@ UPSTREAM_REQUESTS = Counter(
     "tradebot_gateway_upstream_requests_total", "Requests the gateway sent to services", ["service", "outcome"]
 )
 
+RawHeaders = list[tuple[bytes, bytes]]
+
 HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te", "trailer", "trailers",
-     "transfer-encoding", "upgrade"}
+    {b"connection", b"keep-alive", b"proxy-authenticate", b"proxy-authorization", b"te", b"trailer", b"trailers",
+     b"transfer-encoding", b"upgrade"}
 )  # fmt: skip
 # Credentials stay at the gateway; ids and identity are set by the gateway, never by the caller.
 _DROP_UP = HOP_BY_HOP | {
-    "host", "content-length", "authorization", "x-api-key", "cookie", "x-request-id", "x-correlation-id",
-    "x-forwarded-for", "x-forwarded-proto", "x-forwarded-host", "forwarded",
+    b"host", b"content-length", b"authorization", b"x-api-key", b"cookie", b"x-request-id", b"x-correlation-id",
+    b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-host", b"forwarded",
 }  # fmt: skip
 _DROP_DOWN = HOP_BY_HOP | {
-    "content-length", "content-encoding", "server", "date", "set-cookie", "x-request-id", "x-correlation-id",
+    b"content-length", b"content-encoding", b"server", b"date", b"set-cookie", b"x-request-id", b"x-correlation-id",
 }  # fmt: skip
-IDENTITY_PREFIX = "x-tradebot-"
+IDENTITY_PREFIX = b"x-tradebot-"
 
 
 class UpstreamUnavailable(Unavailable):
@@ -58,47 +67,55 @@ class BadGateway(Retryable):
     code: ClassVar[str] = "bad_gateway"
 
 
-def _connection_tokens(headers: httpx.Headers | dict[str, str], name: str = "connection") -> set[str]:
-    value = headers.get(name) or ""
-    return {token.strip().lower() for token in value.split(",") if token.strip()}
-
-
-def upstream_headers(request: Request, principal: Principal) -> dict[str, str]:
-    listed = _connection_tokens(dict(request.headers))
-    headers = {
-        name: value
-        for name, value in request.headers.items()
-        if name not in _DROP_UP and name not in listed and not name.startswith(IDENTITY_PREFIX)
+def _connection_listed(headers: Iterable[tuple[bytes, bytes]]) -> set[bytes]:
+    """Header names that a ``Connection`` header marks as hop-by-hop."""
+    return {
+        token.strip().lower()
+        for name, value in headers
+        if name.lower() == b"connection"
+        for token in value.split(b",")
+        if token.strip()
     }
+
+
+def upstream_headers(request: Request, principal: Principal) -> list[tuple[str, str]]:
+    raw: RawHeaders = request.scope["headers"]  # ASGI: names in lower case
+    listed = _connection_listed(raw)
+    headers = [
+        (name.decode("latin-1"), value.decode("latin-1"))
+        for name, value in raw
+        if name not in _DROP_UP and name not in listed and not name.startswith(IDENTITY_PREFIX)
+    ]
     context = structlog.contextvars.get_contextvars()
     if request_id := context.get("request_id"):
-        headers["x-request-id"] = str(request_id)
+        headers.append(("x-request-id", str(request_id)))
     if correlation_id := context.get("correlation_id"):
-        headers["x-correlation-id"] = str(correlation_id)
+        headers.append(("x-correlation-id", str(correlation_id)))
     if request.client is not None:
-        headers["x-forwarded-for"] = request.client.host
-    headers["x-forwarded-proto"] = request.url.scheme
-    headers["x-tradebot-role"] = principal.role.value
-    headers["x-tradebot-subject"] = principal.subject
+        headers.append(("x-forwarded-for", request.client.host))
+    headers.append(("x-forwarded-proto", request.scope["scheme"]))
+    headers.append(("x-tradebot-role", principal.role.value))
+    headers.append(("x-tradebot-subject", principal.subject))
     # The trader's audit log reads the actor from X-Tradebot-User.
-    headers["x-tradebot-user"] = principal.subject
+    headers.append(("x-tradebot-user", principal.subject))
     return headers
 
 
-def downstream_headers(response: httpx.Response) -> dict[str, str]:
-    listed = _connection_tokens(response.headers)
-    return {
-        name: value
-        for name, value in response.headers.items()
-        if name.lower() not in _DROP_DOWN and name.lower() not in listed
-    }
+def downstream_headers(raw: Sequence[tuple[bytes, bytes]]) -> RawHeaders:
+    listed = _connection_listed(raw)
+    kept: RawHeaders = []
+    for name, value in raw:
+        lowered = name.lower()
+        if lowered not in _DROP_DOWN and lowered not in listed:
+            kept.append((lowered, value))
+    return kept
 
 
 class Forwarder:
-    """Sends table routes to their services over one pooled client."""
+    """Sends table routes to their services over one pooled client session."""
 
-    def __init__(self, client: httpx.AsyncClient, upstreams: Upstreams, connect_timeout: float) -> None:
-        self.client = client
+    def __init__(self, session: aiohttp.ClientSession, upstreams: Upstreams, connect_timeout: float) -> None:
+        self.session = session
         self.upstreams = upstreams
         self.connect_timeout = connect_timeout
 
@@ -109,46 +126,49 @@ class Forwarder:
             raise self._unavailable(route, "not_configured")
         body = await request.body()
         headers = upstream_headers(request, principal)
-        path = route.upstream_url_path({k: str(v) for k, v in request.path_params.items()})
-        query = request.url.query
-        timeout = httpx.Timeout(route.timeout, connect=min(self.connect_timeout, route.timeout))
+        path = route.upstream_url_path(request.path_params)
+        query = request.scope["query_string"].decode("latin-1")
+        timeout = aiohttp.ClientTimeout(total=route.timeout, sock_connect=min(self.connect_timeout, route.timeout))
         order = replicas.order()
         reason = "connection_failed"
         for position, replica in enumerate(order):
             last = position == len(order) - 1
-            url = f"{replica.url}{path}" + (f"?{query}" if query else "")
+            # Already encoded: sent as the caller wrote it, not re-quoted.
+            url = URL(f"{replica.url}{path}" + (f"?{query}" if query else ""), encoded=True)
             try:
-                response = await self.client.request(
-                    route.forwarded_method, url, content=body or None, headers=headers, timeout=timeout
-                )
-            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                async with self.session.request(
+                    route.forwarded_method, url, data=body or None, headers=headers, timeout=timeout,
+                    allow_redirects=False,
+                ) as upstream:  # fmt: skip
+                    content = await upstream.read()
+            except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as exc:
                 self._failed(replicas, replica, route, "connection_failed", exc)
                 continue
-            except httpx.TransportError as exc:
+            except (TimeoutError, aiohttp.ClientError) as exc:
                 # Timeouts and broken connections after sending: the service may have acted.
-                reason = "timeout" if isinstance(exc, httpx.TimeoutException) else "connection_lost"
+                reason = "timeout" if isinstance(exc, TimeoutError) else "connection_lost"
                 self._failed(replicas, replica, route, reason, exc)
                 if route.retry:
                     continue
                 raise self._unavailable(route, reason) from exc
-            if response.status_code >= 500:
+            if upstream.status >= 500:
                 log.warning(
                     "api_gateway.upstream_error",
                     service=route.service,
                     replica=replica.url,
-                    status=response.status_code,
+                    status=upstream.status,
                     route=f"{route.method} {route.path}",
                 )
                 if route.retry and not last:
                     UPSTREAM_REQUESTS.labels(route.service, "retried_5xx").inc()
                     continue
-                UPSTREAM_REQUESTS.labels(route.service, f"{response.status_code // 100}xx").inc()
-                raise self._server_error(route, response)
+                UPSTREAM_REQUESTS.labels(route.service, f"{upstream.status // 100}xx").inc()
+                raise self._server_error(route, upstream)
             replicas.mark_ok(replica)
-            UPSTREAM_REQUESTS.labels(route.service, f"{response.status_code // 100}xx").inc()
-            return Response(
-                content=response.content, status_code=response.status_code, headers=downstream_headers(response)
-            )
+            UPSTREAM_REQUESTS.labels(route.service, f"{upstream.status // 100}xx").inc()
+            response = Response(content, status_code=upstream.status)
+            response.raw_headers += downstream_headers(upstream.raw_headers)
+            return response
         raise self._unavailable(route, reason)
 
     def _failed(self, replicas: ReplicaSet, replica: Replica, route: Route, reason: str, exc: Exception) -> None:
@@ -160,9 +180,9 @@ class Forwarder:
         return UpstreamUnavailable(f"{route.service} is unavailable", detail={"reason": reason})
 
     @staticmethod
-    def _server_error(route: Route, response: httpx.Response) -> Retryable:
-        if response.status_code == 503:
-            retry_after = response.headers.get("retry-after")
+    def _server_error(route: Route, upstream: aiohttp.ClientResponse) -> Retryable:
+        if upstream.status == 503:
+            retry_after = upstream.headers.get("retry-after")
             headers = {"Retry-After": retry_after} if retry_after and retry_after.isdigit() else {}
             return UpstreamUnavailable(
                 f"{route.service} is temporarily unavailable", detail={"reason": "service_unavailable"},

@@ -15,7 +15,10 @@ by the gateway itself (``platform_settings``).
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
+from urllib.parse import quote
 
 from api_gateway.roles import Role
 
@@ -53,10 +56,10 @@ class Route:
         words = re.sub(r"[^A-Za-z0-9]+", "_", self.path).strip("_")
         return f"{self.method.lower()}_{words}"
 
-    def upstream_url_path(self, values: dict[str, str]) -> str:
-        from urllib.parse import quote
-
-        return _PARAM.sub(lambda m: quote(values[m.group(1)], safe=""), self.upstream_path)
+    def upstream_url_path(self, values: Mapping[str, Any]) -> str:
+        if "{" not in self.upstream_path:
+            return self.upstream_path
+        return _PARAM.sub(lambda m: quote(str(values[m.group(1)]), safe=""), self.upstream_path)
 
 
 def read(path: str, service: str, summary: str, *, role: Role = Role.VIEWER, timeout: float = 10.0) -> Route:

@@ -6,7 +6,9 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -23,6 +25,7 @@ _API_KEY = re.compile(r"^tb_([0-9a-f]{8})_([A-Za-z0-9_-]{32,64})$")
 _hasher = PasswordHasher()
 # Verified against when a username does not exist, so both paths take the same time.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+MAX_CACHED_TOKENS = 10_000
 
 
 def hash_password(password: str) -> str:
@@ -72,12 +75,19 @@ def looks_like_api_key(value: str) -> bool:
 
 
 class TokenIssuer:
-    """Short-lived HS256 access tokens carrying the user's name and role."""
+    """Short-lived HS256 access tokens carrying the user's name and role.
+
+    A verified token is remembered until it expires (the least recently used of at most
+    ``MAX_CACHED_TOKENS`` go first): it cannot change, and nothing revokes it before then, so
+    checking its signature again on every request would change nothing. The tokens are kept in
+    this process's memory only.
+    """
 
     def __init__(self, secret: str, issuer: str, ttl: timedelta) -> None:
         self._secret = secret
         self.issuer = issuer
         self.ttl = ttl
+        self._verified: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
 
     def issue(self, username: str, role: Role, now: datetime) -> str:
         claims = {
@@ -91,6 +101,21 @@ class TokenIssuer:
         return jwt.encode(claims, self._secret, algorithm="HS256")
 
     def verify(self, token: str) -> Principal:
+        cached = self._verified.get(token)
+        if cached is not None:
+            principal, expires_at = cached
+            # PyJWT's own rule: a token is valid while the wall clock is before its exp.
+            if time.time() < expires_at:
+                self._verified.move_to_end(token)
+                return principal
+            del self._verified[token]
+        principal, expires_at = self._decode(token)
+        self._verified[token] = (principal, expires_at)
+        if len(self._verified) > MAX_CACHED_TOKENS:
+            self._verified.popitem(last=False)
+        return principal
+
+    def _decode(self, token: str) -> tuple[Principal, float]:
         try:
             claims = jwt.decode(
                 token,
@@ -107,7 +132,7 @@ class TokenIssuer:
             role = Role(claims["role"])
         except ValueError:
             raise Unauthorized("invalid access token", headers=_challenge("invalid_token")) from None
-        return Principal(kind="user", name=str(claims["sub"]), role=role)
+        return Principal(kind="user", name=str(claims["sub"]), role=role), float(claims["exp"])
 
 
 def _challenge(error: str | None = None) -> dict[str, str]:
