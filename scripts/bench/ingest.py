@@ -102,7 +102,6 @@ async def end_to_end(url: str, amqp: str, messages: list[tuple[str, Envelope]]) 
         "TRADEBOT_DATABASE_URL": url,
         "TRADEBOT_AMQP_URL": amqp,
         "TRADEBOT_BUS_EXCHANGE": exchange,
-        "TRADEBOT_BUS_PREFETCH": "4",
         "TRADEBOT_LOG_LEVEL": "WARNING",
         "DATA_PROCESSOR_PORT": str(port),
         "DATA_PROCESSOR_TICK_QUEUE": queue,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import aio_pika
@@ -245,6 +246,68 @@ async def test_malformed_message_is_dead_lettered_without_calling_handler(
     assert called == []
     assert reason_part in dead[0].reason
     assert dead[0].body == body
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """What a subscription's own decoder makes of a body (here: the envelope's identity and size)."""
+
+    message_id: uuid.UUID
+    correlation_id: str | None
+    kind: str
+    size: int
+
+
+def decode_with_size(body: bytes) -> Decoded:
+    envelope = Envelope.model_validate_json(body)
+    return Decoded(envelope.message_id, envelope.correlation_id, envelope.kind, len(body))
+
+
+async def test_a_subscription_with_a_decoder_hands_its_result_to_the_handler(make_bus: BusFactory) -> None:
+    bus = await make_bus()
+    received: list[Decoded] = []
+
+    async def handler(decoded: Decoded) -> None:
+        received.append(decoded)
+
+    queue = qname(make_bus, "decoded")
+    await bus.subscribe(queue, ["tick.#"], handler, decode=decode_with_size)
+    envelope = tick_envelope()
+    await bus.publish("tick.005930", envelope)
+    await eventually(lambda: len(received) == 1)
+    assert received[0] == Decoded(
+        envelope.message_id, "corr-1", "market.tick_batch.v1", len(envelope.model_dump_json().encode())
+    )
+
+    result = bus.publish_raw("tick.005930", b"{}")  # the decoder refuses it: dead-lettered, handler not called
+    if asyncio.iscoroutine(result):
+        await result
+    dead: list = []
+    while not dead:
+        dead = await bus.take_dead_letters(queue)
+        await asyncio.sleep(0.05)
+    assert dead[0].body == b"{}" and "invalid message" in dead[0].reason
+    assert len(received) == 1
+
+
+async def test_a_subscriptions_prefetch_bounds_its_messages_in_flight(make_bus: BusFactory) -> None:
+    bus = await make_bus(prefetch=8)
+    in_flight: list[int] = []
+    peak = 0
+    done: list[uuid.UUID] = []
+
+    async def slow(envelope: Envelope) -> None:
+        nonlocal peak
+        in_flight.append(1)
+        peak = max(peak, len(in_flight))
+        await asyncio.sleep(0.05)
+        in_flight.pop()
+        done.append(envelope.message_id)
+
+    await bus.subscribe(qname(make_bus, "prefetch"), ["tick.#"], slow, prefetch=2)
+    await bus.publish_batch([("tick.005930", tick_envelope(seq=i)) for i in range(8)])
+    await eventually(lambda: len(done) == 8)
+    assert peak == 2
 
 
 async def test_close_waits_for_handler_in_flight(make_bus: BusFactory) -> None:

@@ -274,3 +274,26 @@ async def test_consumers_started_by_the_app_process_bus_messages(sqlite_url: str
                     break
                 await asyncio.sleep(0.05)
             assert stored == 32
+
+
+async def test_the_watermark_lookup_from_a_start_finds_what_the_full_lookup_finds(
+    env: Any, dp: SimpleNamespace
+) -> None:
+    from data_processor import repository
+
+    days = [dp.DAY - timedelta(days=28), dp.DAY - timedelta(days=7), dp.DAY, dp.DAY + timedelta(days=400)]  # weekdays
+    await env.ticks(dp.tick_envelope([dp.tick(dp.at(10, 0, day=day), 70_000, symbol="005930") for day in days[:2]]))
+    await env.ticks(dp.tick_envelope([dp.tick(dp.at(10, 0, day=days[0]), 70_000, symbol="000660")]))
+    await env.ticks(dp.tick_envelope([dp.tick(dp.at(11, 0, day=days[3]), 70_000, symbol="035420")]))
+    symbols = ["005930", "000660", "035420", "051910"]  # the last has no ticks at all
+
+    async with env.session() as session:
+        everything = await repository.latest_tick_ts(session, symbols)
+        for day in days:
+            for since in (dp.at(9, 0, day=day), dp.at(9, 0, day=day) - timedelta(days=7)):
+                assert await repository.latest_tick_ts(session, symbols, since) == everything
+    assert everything == {
+        "005930": dp.at(10, 0, day=days[1]),
+        "000660": dp.at(10, 0, day=days[0]),
+        "035420": dp.at(11, 0, day=days[3]),
+    }

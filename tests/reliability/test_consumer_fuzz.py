@@ -23,7 +23,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -40,7 +40,7 @@ from pydantic import SecretStr
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from common.bus import Handler, MessageBus
+from common.bus import MessageBus
 from common.bus.port import DeadLetter
 from common.bus.rabbitmq import REASON_HEADER, ROUTING_KEY_HEADER
 from common.contracts import Envelope
@@ -308,10 +308,10 @@ class RecordingBus:
         await self.inner.declare(queue, patterns)
 
     async def subscribe(
-        self, queue: str, patterns: Sequence[str], handler: Handler, *, transient: bool = False
+        self, queue: str, patterns: Sequence[str], handler: Callable[[Any], Awaitable[None]], **options: Any
     ) -> None:
         self.subscribed.append(queue)
-        await self.inner.subscribe(queue, patterns, handler, transient=transient)
+        await self.inner.subscribe(queue, patterns, handler, **options)
 
     async def take_dead_letters(self, queue: str, limit: int = 100) -> list[DeadLetter]:
         return await self.inner.take_dead_letters(queue, limit)

@@ -177,8 +177,12 @@ Payload = Annotated[
 ]
 
 
-class Envelope(BaseModel):
-    """What travels on the bus: the payload plus its identity and lineage."""
+class EnvelopeHeader(BaseModel):
+    """An envelope's identity and lineage without its payload.
+
+    A consumer that reads a payload its own way (the data-processor's columnar tick batches)
+    validates the rest of the envelope with this: the same fields, the same rules.
+    """
 
     model_config = ConfigDict(frozen=True, extra="ignore")
 
@@ -186,6 +190,11 @@ class Envelope(BaseModel):
     occurred_at: UtcDatetime = Field(default_factory=lambda: datetime.now(UTC))
     producer: str = Field(min_length=1, max_length=64)
     correlation_id: str | None = Field(default=None, max_length=128)
+
+
+class Envelope(EnvelopeHeader):
+    """What travels on the bus: the payload plus its identity and lineage."""
+
     payload: Payload
 
     @property

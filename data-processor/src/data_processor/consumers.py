@@ -17,18 +17,20 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeAlias
+from typing import TypeVar
 
 import structlog
 from prometheus_client import Counter
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from common.bus import Handler
-from common.contracts import Envelope, MarketBarV1, MarketQuoteV1, MarketTickBatchV1
+from common.bus.port import D, Delivery
+from common.contracts import Envelope, MarketBarV1, MarketQuoteV1
 from common.db import idempotent, is_unreachable
 from common.runtime import Runtime
 from data_processor.service import Outcome, Processor, features_message_id
 from data_processor.settings import DataProcessorSettings
+from data_processor.ticks import TickBatch, decode_tick_message
 
 log = structlog.get_logger(__name__)
 
@@ -43,8 +45,8 @@ QUARANTINED = Counter(
 STORED = Counter("tradebot_data_stored_total", "New ticks, bars and quotes stored by the data processor", ["kind"])
 FEATURES_PUBLISHED = Counter("tradebot_features_published_total", "features.v1 messages published", ["timeframe"])
 
+P = TypeVar("P", MarketBarV1, MarketQuoteV1)
 
-Payload: TypeAlias = MarketTickBatchV1 | MarketBarV1 | MarketQuoteV1
 
 DATABASE_RETRY_FIRST_SECONDS = 0.2
 DATABASE_RETRY_MAX_SECONDS = 5.0
@@ -58,27 +60,37 @@ def _handler(
     runtime: Runtime,
     settings: DataProcessorSettings,
     queue: str,
-    payload_type: type[Payload],
-    process: Callable[[AsyncSession, Any, uuid.UUID], Awaitable[Outcome]],
     kind: str,
-) -> Handler:
+    process: Callable[[AsyncSession, D], Awaitable[Outcome]],
+) -> Callable[[D], Awaitable[None]]:
     """A handler applying ``process`` once per message (inbox) and publishing its features after commit."""
 
-    async def handle(envelope: Envelope) -> None:
+    async def handle(message: D) -> None:
         outcome = Outcome()
 
-        async def apply(session: AsyncSession, message: Envelope) -> None:
+        async def apply(session: AsyncSession, claimed: D) -> None:
             nonlocal outcome
-            if not isinstance(message.payload, payload_type):
-                log.warning("data_processor.unexpected_kind", kind=message.kind, queue=queue)
-                return
-            outcome = await process(session, message.payload, message.message_id)
+            outcome = await process(session, claimed)
 
         inbox = idempotent(_inbox_name(queue), runtime.sessionmaker, apply, clock=runtime.clock)
-        await _once_the_database_answers(queue, lambda: inbox(envelope))
-        await _after_commit(runtime, settings, envelope, outcome, kind)
+        await _once_the_database_answers(queue, lambda: inbox(message))
+        await _after_commit(runtime, settings, message, outcome, kind)
 
     return handle
+
+
+def _payload_of(
+    queue: str, payload_type: type[P], process: Callable[[AsyncSession, P, uuid.UUID], Awaitable[Outcome]]
+) -> Callable[[AsyncSession, Envelope], Awaitable[Outcome]]:
+    """``process`` of an envelope's payload; a payload of another kind is logged and skipped."""
+
+    async def apply(session: AsyncSession, envelope: Envelope) -> Outcome:
+        if not isinstance(envelope.payload, payload_type):
+            log.warning("data_processor.unexpected_kind", kind=envelope.kind, queue=queue)
+            return Outcome()
+        return await process(session, envelope.payload, envelope.message_id)
+
+    return apply
 
 
 async def _once_the_database_answers(queue: str, apply: Callable[[], Awaitable[None]]) -> None:
@@ -101,20 +113,38 @@ async def _once_the_database_answers(queue: str, apply: Callable[[], Awaitable[N
         return
 
 
-def tick_handler(runtime: Runtime, processor: Processor, settings: DataProcessorSettings) -> Handler:
-    return _handler(runtime, settings, settings.tick_queue, MarketTickBatchV1, processor.process_ticks, "tick")
+def tick_handler(
+    runtime: Runtime, processor: Processor, settings: DataProcessorSettings
+) -> Callable[[TickBatch | Envelope], Awaitable[None]]:
+    """The tick queue's handler: takes what ``decode_tick_message`` decoded (or an envelope)."""
+    queue = settings.tick_queue
+
+    async def process(session: AsyncSession, message: TickBatch) -> Outcome:
+        if message.columns is None:
+            log.warning("data_processor.unexpected_kind", kind=message.kind, queue=queue)
+            return Outcome()
+        return await processor.process_ticks(session, message.columns, message.message_id)
+
+    handle = _handler(runtime, settings, queue, "tick", process)
+
+    async def handle_ticks(message: TickBatch | Envelope) -> None:
+        await handle(message if isinstance(message, TickBatch) else TickBatch.of(message))
+
+    return handle_ticks
 
 
 def bar_handler(runtime: Runtime, processor: Processor, settings: DataProcessorSettings) -> Handler:
-    return _handler(runtime, settings, settings.bar_queue, MarketBarV1, processor.process_bars, "bar")
+    process = _payload_of(settings.bar_queue, MarketBarV1, processor.process_bars)
+    return _handler(runtime, settings, settings.bar_queue, "bar", process)
 
 
 def quote_handler(runtime: Runtime, processor: Processor, settings: DataProcessorSettings) -> Handler:
-    return _handler(runtime, settings, settings.quote_queue, MarketQuoteV1, processor.process_quote, "quote")
+    process = _payload_of(settings.quote_queue, MarketQuoteV1, processor.process_quote)
+    return _handler(runtime, settings, settings.quote_queue, "quote", process)
 
 
 async def _after_commit(
-    runtime: Runtime, settings: DataProcessorSettings, source: Envelope, outcome: Outcome, kind: str
+    runtime: Runtime, settings: DataProcessorSettings, source: Delivery, outcome: Outcome, kind: str
 ) -> None:
     for (record_kind, reason), count in outcome.quarantined.items():
         QUARANTINED.labels(record_kind, reason).inc(count)
@@ -141,7 +171,14 @@ async def _after_commit(
 
 
 async def start_consumers(runtime: Runtime, processor: Processor, settings: DataProcessorSettings) -> None:
-    await runtime.bus.subscribe(settings.tick_queue, TICK_PATTERNS, tick_handler(runtime, processor, settings))
+    # Tick batches are large: the tick queue's own prefetch bounds how many are held in memory.
+    await runtime.bus.subscribe(
+        settings.tick_queue,
+        TICK_PATTERNS,
+        tick_handler(runtime, processor, settings),
+        prefetch=settings.tick_prefetch,
+        decode=decode_tick_message,
+    )
     await runtime.bus.subscribe(settings.bar_queue, BAR_PATTERNS, bar_handler(runtime, processor, settings))
     await runtime.bus.subscribe(settings.quote_queue, QUOTE_PATTERNS, quote_handler(runtime, processor, settings))
     log.info(

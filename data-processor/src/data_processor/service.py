@@ -16,7 +16,7 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 
 import numpy as np
@@ -25,7 +25,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.clock import Clock
-from common.contracts import FeaturesV1, MarketBarV1, MarketQuoteV1, MarketTickBatchV1
+from common.contracts import FeaturesV1, MarketBarV1, MarketQuoteV1
 from common.db import write_transaction
 from common.db.processing import Fundamentals, ProcessingJob
 from common.errors import InvalidInput, NotFound
@@ -59,6 +59,8 @@ log = structlog.get_logger(__name__)
 FEATURES_NAMESPACE = uuid.UUID("5b0f5a8e-8a4e-4c1e-9f77-6a0d3c4f2b10")
 MAX_INDICATOR_BARS = 200_000
 JOB_CHUNK = 2_000
+WATERMARK_LOOKBACK = timedelta(days=7)
+_EARLIEST_LOOKBACK_US = to_micros(datetime.min.replace(tzinfo=UTC) + WATERMARK_LOOKBACK)
 # ``ta.v1`` rows carry the latest quote's fundamentals known at the bar's close, under these names.
 FUNDAMENTAL_FIELDS = ("per", "pbr", "eps", "bps", "market_cap", "foreign_ownership_pct")
 
@@ -104,6 +106,13 @@ def _minute_starts(numbers: npt.NDArray[np.int64]) -> set[datetime]:
     return {from_micros(n * MINUTE_US) for n in np.unique(numbers).tolist()}
 
 
+def _lookback(times: npt.NDArray[np.int64]) -> datetime | None:
+    """Where a batch's watermark lookup starts: the previous tick is usually seconds before the
+    batch, and a week back covers nights and holidays (None at the very start of the calendar)."""
+    earliest = int(times.min())
+    return from_micros(earliest) - WATERMARK_LOOKBACK if earliest >= _EARLIEST_LOOKBACK_US else None
+
+
 def _always(_: datetime) -> bool:
     return True
 
@@ -132,9 +141,9 @@ class Processor:
 
     # -- ticks --------------------------------------------------------------------------------
 
-    async def process_ticks(self, session: AsyncSession, batch: MarketTickBatchV1, message_id: uuid.UUID) -> Outcome:
+    async def process_ticks(self, session: AsyncSession, columns: TickColumns, message_id: uuid.UUID) -> Outcome:
+        """Validate, store and aggregate one message's ticks (``TickColumns``: see ``ticks``)."""
         outcome = Outcome()
-        columns = TickColumns.of(batch.ticks)
         await repo.lock_symbols(session, columns.symbols)
         bases = await self._base_prices_for(session, tick_days(columns))
         accepted, rejected = check_tick_columns(columns, lambda symbol, day: bases.get((symbol, day)))
@@ -147,7 +156,10 @@ class Processor:
 
         codes = columns.symbol[unique]
         present = sorted(set(codes.tolist()))
-        before = await repo.latest_tick_ts(session, [columns.symbols[c] for c in present])
+        times = columns.ts[unique]
+        before = await repo.latest_tick_ts(session, [columns.symbols[c] for c in present], _lookback(times))
+        # The lookups above plan better with their values; the statements below, once (see there).
+        await repo.use_generic_plans(session)
         # Ticks newer than everything stored for their symbol cannot conflict (writers of a symbol
         # hold its lock): they are appended with a plain COPY; otherwise insert-or-ignore.
         watermarks = np.full(len(columns.symbols), np.iinfo(np.int64).min, dtype=np.int64)
@@ -155,12 +167,8 @@ class Processor:
             previous = before.get(columns.symbols[code])
             if previous is not None:
                 watermarks[code] = to_micros(previous)
-        times = columns.ts[unique]
-        rows = columns.rows(unique)
-        if bool((times > watermarks[codes]).all()):
-            outcome.stored = await repo.append_ticks(session, rows)
-        else:
-            outcome.stored = await repo.copy_insert_ignoring(session, "ticks", repo.TICK_COLUMNS, rows)
+        all_new = bool((times > watermarks[codes]).all())
+        outcome.stored = await repo.insert_ticks(session, columns, unique, all_new=all_new)
 
         numbers = times // MINUTE_US
         minutes: dict[str, set[datetime]] = {}

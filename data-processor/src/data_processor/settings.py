@@ -19,6 +19,9 @@ class DataProcessorSettings(ServiceSettings):
     tick_queue: str = Field(default="data-processor.ticks", min_length=1, max_length=200)
     bar_queue: str = Field(default="data-processor.bars", min_length=1, max_length=200)
     quote_queue: str = Field(default="data-processor.quotes", min_length=1, max_length=200)
+    # Unacknowledged tick batches held at once (the bus's prefetch applies to the other queues).
+    # Each is a few MB once parsed, and a few in flight keep the database busy: more only costs memory.
+    tick_prefetch: int = Field(default=4, ge=1, le=1_000)
     consume: bool = True
     publish_features: bool = True
     # Every closed bar gets one ``features`` row and one ``features.v1`` message per set listed here.

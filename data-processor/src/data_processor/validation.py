@@ -25,7 +25,7 @@ import numpy.typing as npt
 from common.clock import kst_datetime, to_kst
 from common.contracts import Bar, Tick
 from common.krx import price_limit_rate, tick_size
-from data_processor.ticks import EPOCH, TickColumns, to_micros
+from data_processor.ticks import EPOCH, TickColumns, from_micros, to_micros
 
 # Reason codes stored in ``quarantine.reason`` (stable: dashboards and alerts key on them).
 INVALID_RECORD = "invalid_record"
@@ -176,7 +176,10 @@ def _kst_micros(columns: TickColumns) -> npt.NDArray[np.int64]:
     if len(columns) == 0 or int(columns.ts.min()) >= _FIXED_KST_SINCE_US:
         return columns.ts + 9 * _HOUR_US
     return np.fromiter(
-        ((kst_wall(t.ts).replace(tzinfo=None) - _NAIVE_EPOCH) // timedelta(microseconds=1) for t in columns.ticks),
+        (
+            (kst_wall(from_micros(t)).replace(tzinfo=None) - _NAIVE_EPOCH) // timedelta(microseconds=1)
+            for t in columns.ts.tolist()
+        ),
         dtype=np.int64,
         count=len(columns),
     )
@@ -202,7 +205,6 @@ def tick_days(columns: TickColumns) -> set[tuple[str, date]]:
 
 def check_tick_columns(columns: TickColumns, base_price: BasePrice) -> tuple[npt.NDArray[np.bool_], list[Rejection]]:
     """``check_ticks`` on columns: which positions are accepted, and the rejections in position order."""
-    ticks = columns.ticks
     local = _kst_micros(columns)
     days = local // _DAY_US
     time_of_day = local - days * _DAY_US
@@ -236,14 +238,14 @@ def check_tick_columns(columns: TickColumns, base_price: BasePrice) -> tuple[npt
         firsts = {(columns.symbol[i], columns.ts[i], columns.seq[i]): i for i in distinct.tolist()}
         for position in repeated.tolist():
             first = firsts[(columns.symbol[position], columns.ts[position], columns.seq[position])]
-            if ticks[first] != ticks[position]:
+            if not columns.same_values(first, position):
                 reason[position] = _DUPLICATE
                 first_of[position] = first
 
     rejected = [
         _tick_rejection(
             position,
-            ticks[position],
+            columns.tick(position),
             int(reason[position]),
             bands.get((int(columns.symbol[position]), int(days[position]))),
             first_of.get(position),

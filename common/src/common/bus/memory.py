@@ -10,14 +10,15 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import defaultdict, deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Generic
 
 import structlog
 from pydantic import ValidationError
 
 from common.bus.failures import describe_failure
-from common.bus.port import DeadLetter, Handler
+from common.bus.port import D, DeadLetter, decoder
 from common.bus.topics import topic_matches
 from common.contracts import Envelope
 from common.errors import Unavailable
@@ -31,6 +32,12 @@ class _Delivery:
     routing_key: str
     body: bytes
     attempts: int = 0
+
+
+@dataclass(frozen=True)
+class _Subscription(Generic[D]):
+    decode: Callable[[bytes], D]
+    handler: Callable[[D], Awaitable[None]]
 
 
 @dataclass
@@ -94,32 +101,40 @@ class InMemoryBus:
         return self._queues[name]
 
     async def subscribe(
-        self, queue: str, patterns: Sequence[str], handler: Handler, *, transient: bool = False
+        self,
+        queue: str,
+        patterns: Sequence[str],
+        handler: Callable[[D], Awaitable[None]],
+        *,
+        transient: bool = False,
+        prefetch: int | None = None,
+        decode: Callable[[bytes], D] | None = None,
     ) -> None:
         # In one process every queue lives as long as the bus; ``transient`` changes nothing here.
         await self.declare(queue, patterns)
         target = self._queue(queue)
-        for _ in range(self._prefetch):
-            self._workers.append(asyncio.create_task(self._consume(target, handler), name=f"bus:{queue}"))
+        subscription = _Subscription(decoder(decode), handler)
+        for _ in range(prefetch or self._prefetch):
+            self._workers.append(asyncio.create_task(self._consume(target, subscription), name=f"bus:{queue}"))
 
-    async def _consume(self, queue: _Queue, handler: Handler) -> None:
+    async def _consume(self, queue: _Queue, subscription: _Subscription[D]) -> None:
         while not self._closing:
             delivery = await queue.messages.get()
             task = asyncio.current_task()
             assert task is not None
             self._in_flight.add(task)
             try:
-                await self._deliver(queue, delivery, handler)
+                await self._deliver(queue, delivery, subscription)
             finally:
                 self._in_flight.discard(task)
                 queue.messages.task_done()
 
-    async def _deliver(self, queue: _Queue, delivery: _Delivery, handler: Handler) -> None:
+    async def _deliver(self, queue: _Queue, delivery: _Delivery, subscription: _Subscription[D]) -> None:
         if len(delivery.body) > self._max_message_bytes:
             self._dead_letter(queue, delivery, f"message too large: {len(delivery.body)} bytes")
             return
         try:
-            envelope = Envelope.model_validate_json(delivery.body)
+            message = subscription.decode(delivery.body)
         except ValidationError as exc:
             self._dead_letter(queue, delivery, describe_failure(exc))
             return
@@ -127,9 +142,9 @@ class InMemoryBus:
         started = time.perf_counter()
         try:
             with structlog.contextvars.bound_contextvars(
-                message_id=str(envelope.message_id), correlation_id=envelope.correlation_id, kind=envelope.kind
+                message_id=str(message.message_id), correlation_id=message.correlation_id, kind=message.kind
             ):
-                await handler(envelope)
+                await subscription.handler(message)
         except asyncio.CancelledError:
             raise
         except Exception as exc:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,7 +28,7 @@ from aio_pika.abc import (
 from pydantic import ValidationError
 
 from common.bus.failures import describe_failure
-from common.bus.port import DeadLetter, Handler
+from common.bus.port import D, DeadLetter, decoder
 from common.contracts import Envelope
 from common.errors import Unavailable
 from common.metrics import BUS_CONSUMED, BUS_DEAD_LETTERED, BUS_HANDLER_SECONDS, BUS_PUBLISHED
@@ -135,8 +135,11 @@ class RabbitMQBus:
         pending = messages
         while True:
             exchange = self._require_exchange()
+            # Not mandatory: a message no queue is bound for (features while no inferencer runs) is
+            # dropped by the broker instead of sent back whole, to be ignored here.
             results = await asyncio.gather(
-                *(exchange.publish(message, routing_key=key) for key, message in pending), return_exceptions=True
+                *(exchange.publish(message, routing_key=key, mandatory=False) for key, message in pending),
+                return_exceptions=True,
             )
             failed = [item for item, result in zip(pending, results, strict=True) if isinstance(result, BaseException)]
             if not failed:
@@ -200,22 +203,30 @@ class RabbitMQBus:
         await self._declare_on(self._require_channel(), self._queue_name(queue), patterns)
 
     async def subscribe(
-        self, queue: str, patterns: Sequence[str], handler: Handler, *, transient: bool = False
+        self,
+        queue: str,
+        patterns: Sequence[str],
+        handler: Callable[[D], Awaitable[None]],
+        *,
+        transient: bool = False,
+        prefetch: int | None = None,
+        decode: Callable[[bytes], D] | None = None,
     ) -> None:
         if self._connection is None:
             raise Unavailable("bus not started")
         # A channel per consumer: its prefetch is its own, and a slow queue doesn't starve others.
         channel = await self._connection.channel(publisher_confirms=True)
-        await channel.set_qos(prefetch_count=self._prefetch)
+        await channel.set_qos(prefetch_count=prefetch or self._prefetch)
         queue = self._queue_name(queue)
         main = await self._declare_on(channel, queue, patterns, transient=transient)
+        decode_body = decoder(decode)
 
         async def on_message(message: AbstractIncomingMessage) -> None:
             task = asyncio.current_task()
             assert task is not None
             self._in_flight.add(task)
             try:
-                await self._handle(channel, queue, message, handler)
+                await self._handle(channel, queue, message, decode_body, handler)
             finally:
                 self._in_flight.discard(task)
 
@@ -223,7 +234,12 @@ class RabbitMQBus:
         self._consumers.append((main, tag))
 
     async def _handle(
-        self, channel: AbstractChannel, queue: str, message: AbstractIncomingMessage, handler: Handler
+        self,
+        channel: AbstractChannel,
+        queue: str,
+        message: AbstractIncomingMessage,
+        decode: Callable[[bytes], D],
+        handler: Callable[[D], Awaitable[None]],
     ) -> None:
         headers = message.headers or {}
         attempts = int(str(headers.get(ATTEMPTS_HEADER, 0)))
@@ -233,7 +249,7 @@ class RabbitMQBus:
                 await self._dead_letter(channel, queue, message, routing_key, attempts, "message too large")
                 return
             try:
-                envelope = Envelope.model_validate_json(message.body)
+                envelope = decode(message.body)
             except ValidationError as exc:
                 await self._dead_letter(channel, queue, message, routing_key, attempts, describe_failure(exc))
                 return

@@ -15,9 +15,8 @@ from sqlalchemy import delete
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from common.bus.port import Handler
+from common.bus.port import D
 from common.clock import Clock, SystemClock, ensure_utc
-from common.contracts import Envelope
 from common.metrics import INBOX_DUPLICATES, observe_db_write
 
 from .models import ProcessedMessage
@@ -25,16 +24,16 @@ from .upsert import insert_ignoring_duplicates
 
 log = structlog.get_logger(__name__)
 
-InboxHandler = Callable[[AsyncSession, Envelope], Awaitable[None]]
+InboxHandler = Callable[[AsyncSession, D], Awaitable[None]]
 
 
 def idempotent(
     consumer: str,
     sessionmaker: async_sessionmaker[AsyncSession],
-    handler: InboxHandler,
+    handler: InboxHandler[D],
     *,
     clock: Clock | None = None,
-) -> Handler:
+) -> Callable[[D], Awaitable[None]]:
     """Wrap ``handler`` so each message's effects are applied once per ``consumer``.
 
     The handler receives the session of the transaction that holds the claim; it must not
@@ -44,12 +43,12 @@ def idempotent(
         raise ValueError("consumer must be 1 to 128 characters")
     clock = clock or SystemClock()
 
-    async def handle(envelope: Envelope) -> None:
+    async def handle(envelope: D) -> None:
         # The whole transaction is the write: claim, the handler's bulk writes, the commit.
         with observe_db_write(f"inbox:{envelope.kind}"):
             await apply(envelope)
 
-    async def apply(envelope: Envelope) -> None:
+    async def apply(envelope: D) -> None:
         async with sessionmaker.begin() as session:
             claim = insert_ignoring_duplicates(ProcessedMessage, session.get_bind().dialect.name).values(
                 consumer=consumer, message_id=envelope.message_id, processed_at=clock.now()
