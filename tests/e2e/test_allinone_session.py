@@ -21,22 +21,22 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time as wall
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
 from pydantic import SecretStr
 
 from common.clock import KST
+from common.cluster import free_port
 from common.db import create_engine, create_sessionmaker
 from common.kis import KisClient, KisSettings
 from common.kis.clock import follow_simulator_clock
@@ -47,6 +47,7 @@ from common.kis.sim.market import Market, SyntheticBarSource
 from common.krx_calendar import KrxCalendar
 from data_processor.aggregation import BarRow, daily_bars, minute_bars
 from data_processor.repository import upsert_bars
+from tests.e2e.support import eventually
 
 SYMBOLS = ("005930", "000660")
 SIM_SEED = 20240101
@@ -68,34 +69,9 @@ OPEN_STATUSES = ("NEW", "SUBMITTED", "PARTIALLY_FILLED")
 
 pytestmark = pytest.mark.timeout(240)
 
-T = TypeVar("T")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
 
 def kst(day: date, at: time) -> datetime:
     return datetime.combine(day, at, tzinfo=KST)
-
-
-def eventually(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.5) -> T:
-    """Call ``check`` until it returns something truthy; fail with ``what`` after ``timeout`` seconds."""
-    deadline = wall.monotonic() + timeout
-    last: object = None
-    while wall.monotonic() < deadline:
-        try:
-            result = check()
-        except (httpx.HTTPError, AssertionError) as exc:
-            last = exc
-        else:
-            if result:
-                return result
-            last = result
-        wall.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
 
 def history_days() -> list[date]:

@@ -13,10 +13,9 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import httpx
 import pytest
@@ -24,6 +23,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from common.cluster import Cluster, ClusterConfig
+from tests.e2e.support import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -63,24 +63,6 @@ TRAINING = {
     "seeds": [0],
     "auto_promote": False,
 }
-
-T = TypeVar("T")
-
-
-def eventually(check: Callable[[], T | None], timeout: float, what: str, interval: float = 0.5) -> T:
-    """Call ``check`` until it returns something truthy; fail with ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = check()
-        except (httpx.HTTPError, AssertionError) as exc:
-            last = exc
-        else:
-            if last:
-                return last
-        time.sleep(interval)
-    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
 
 class Database:

@@ -45,6 +45,7 @@ from .engine import (
     ModelSlot,
     Recurrent,
     Row,
+    WindowKey,
     decode_state,
     encode_state,
     same_session,
@@ -296,8 +297,11 @@ class InferencerService:
             since=since,
             extra=extra,
         )
-        key = (features.symbol, features.timeframe, features.feature_set)
-        merged: dict[datetime, Row] = dict(self.engine.recent(key, features.ts))
+        return self._with_recent((features.symbol, features.timeframe, features.feature_set), features.ts, stored)
+
+    def _with_recent(self, key: WindowKey, before: datetime, stored: list[Bar]) -> list[Bar]:
+        """Stored bars completed by the recent ones in memory (not stored yet), oldest first."""
+        merged: dict[datetime, Row] = dict(self.engine.recent(key, before))
         merged.update(stored)
         return sorted(merged.items())
 
@@ -395,9 +399,7 @@ class InferencerService:
         async with self.sessionmaker() as session:
             latest = await latest_decision(session, model.version, symbol, timeframe)
             stored = await feature_bars(session, *key, before=END_OF_TIME, since=None, extra=window)
-        merged: dict[datetime, Row] = dict(self.engine.recent(key, END_OF_TIME))
-        merged.update(stored)
-        bars = sorted(merged.items())[-window:]
+        bars = self._with_recent(key, END_OF_TIME, stored)[-window:]
         if len(bars) < window:
             return None
         state = _recurrent(model, latest)

@@ -8,11 +8,12 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import func, select, update
 from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from common.db import insert_ignoring_duplicates
+from common.db import write_transaction as common_write_transaction
 from common.db.models import BarRecord
 from common.metrics import ORDERS, observe_db_write
 
@@ -252,16 +253,9 @@ def minute_ago(now: datetime) -> datetime:
 
 @contextlib.asynccontextmanager
 async def write_transaction(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
-    """A transaction that will write: on SQLite it takes the write lock *first*.
-
-    In WAL mode a transaction that reads and then writes fails at once ("database is locked")
-    when another connection committed in between — waiting cannot help it. Starting with a
-    write makes it wait its turn (busy timeout) instead, with a fresh snapshot.
-    """
+    """``common.db.write_transaction`` (SQLite's write lock first), timed as the trader's DB writes."""
     with observe_db_write("trader"):
-        async with sessionmaker.begin() as session:
-            if session.get_bind().dialect.name == "sqlite":
-                await session.execute(text("UPDATE trader_lease SET epoch = epoch WHERE 1 = 0"))
+        async with common_write_transaction(sessionmaker) as session:
             yield session
 
 
